@@ -1,0 +1,129 @@
+//! `laconic bench`: prefill and decode throughput and peak memory.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use clap::Args;
+use laconic_infer::model::{ForwardOptions, Logits};
+
+use crate::ModelArgs;
+
+/// Arguments of `laconic bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tokens in the prompt (taken from a fixed English text, repeated as needed).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens to decode one at a time after the prompt.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Timed repetitions; the best is reported, as llama-bench does with its mean.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. \
+How many clips did Natalia sell altogether in April and May? Natalia sold 48/2 = 24 clips in May. \
+Natalia sold 48+24 = 72 clips altogether in April and May. ";
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `laconic bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.prompt_tokens == 0 || args.repeats == 0 {
+        bail!("--prompt-tokens and --repeats must be positive");
+    }
+    let t_load = Instant::now();
+    let m = super::load_model(&args.model)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let c = m.config();
+    if args.prompt_tokens + args.new_tokens > c.max_position_embeddings {
+        bail!(
+            "--prompt-tokens + --new-tokens = {} exceeds the context length {}",
+            args.prompt_tokens + args.new_tokens,
+            c.max_position_embeddings
+        );
+    }
+    let base = m.tokenizer.encode(TEXT, false)?;
+    let prompt: Vec<i32> = base
+        .iter()
+        .cycle()
+        .take(args.prompt_tokens)
+        .map(|&t| t as i32)
+        .collect();
+    let device = m.model.embed_tokens.weight.device();
+    let opts = ForwardOptions {
+        logits: Logits::Last,
+        ..Default::default()
+    };
+    let (mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..args.repeats {
+        let mut cache = m.model.new_cache();
+        let input = Tensor::<2, Int>::from_data(
+            TensorData::new(prompt.clone(), [1, prompt.len()]),
+            &device,
+        );
+        let t = Instant::now();
+        let logits = m.model.forward(input, &mut cache, opts).logits;
+        let mut next = argmax(logits)?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..args.new_tokens {
+            let input =
+                Tensor::<2, Int>::from_data(TensorData::new(vec![next as i32], [1, 1]), &device);
+            next = argmax(m.model.forward(input, &mut cache, opts).logits)?;
+        }
+        best_decode = best_decode.min(t.elapsed().as_secs_f64());
+    }
+    let prefill_tps = args.prompt_tokens as f64 / best_prefill;
+    let decode_tps = args.new_tokens as f64 / best_decode;
+    let rss = peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model.model.display().to_string(),
+                "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                "load_seconds": load_s, "prefill_tokens_per_second": prefill_tps,
+                "decode_tokens_per_second": decode_tps, "peak_rss_mib": rss,
+            })
+        );
+    } else {
+        println!("model:        {}", args.model.model.display());
+        println!("load:         {load_s:.2} s");
+        println!(
+            "prefill:      {prefill_tps:.1} tok/s ({} tokens, best of {})",
+            args.prompt_tokens, args.repeats
+        );
+        println!(
+            "decode:       {decode_tps:.1} tok/s ({} tokens, best of {})",
+            args.new_tokens, args.repeats
+        );
+        println!("peak RSS:     {rss:.0} MiB");
+    }
+    Ok(())
+}
+
+fn argmax(logits: Option<Tensor<3>>) -> Result<u32> {
+    let Some(l) = logits else {
+        bail!("the model returned no logits")
+    };
+    let v: Vec<i32> = l
+        .argmax(2)
+        .into_data()
+        .try_into_vec()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(v.first().copied().unwrap_or(0) as u32)
+}

@@ -1,0 +1,123 @@
+//! `laconic generate`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use laconic_infer::chat::Message;
+use laconic_infer::generate::{GenerateConfig, SamplingConfig, generate};
+
+use crate::ModelArgs;
+
+/// Arguments of `laconic generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text (raw, unless --chat).
+    #[arg(long, short = 'p')]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message for --chat (default: whatever the template inserts).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// RNG seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Print prompt/generation token counts and speed to stderr.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Runs `laconic generate`.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let m = super::load_model(&args.model)?;
+    let text = if args.chat {
+        let Some(template) = &m.chat_template else {
+            bail!(
+                "{} has no chat template; drop --chat and pass a raw prompt",
+                args.model.model.display()
+            );
+        };
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message::new("system", s.clone()));
+        }
+        messages.push(Message::new("user", args.prompt.clone()));
+        template.render(&messages, true)?
+    } else {
+        args.prompt.clone()
+    };
+    // A rendered template already holds BOS when the model wants one.
+    let prompt = m.tokenizer.encode(&text, !args.chat)?;
+    let mut stop_tokens = m.config().eos_token_ids.clone();
+    if args.chat {
+        // End-of-turn markers of the common templates.
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "<|endoftext|>",
+        ] {
+            if let Some(id) = m.tokenizer.token_to_id(t)
+                && !stop_tokens.contains(&id)
+            {
+                stop_tokens.push(id);
+            }
+        }
+    }
+    let config = GenerateConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stop_strings: args.stop.clone(),
+        stop_tokens,
+    };
+    let mut cache = m.model.new_cache();
+    let mut stdout = std::io::stdout().lock();
+    let mut write_err = None;
+    let out = generate(&m.model, &m.tokenizer, &prompt, &config, &mut cache, |t| {
+        if write_err.is_none()
+            && let Err(e) = stdout.write_all(t.as_bytes()).and_then(|_| stdout.flush())
+        {
+            write_err = Some(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing to stdout");
+    }
+    writeln!(stdout)?;
+    if args.verbose {
+        let n = out.tokens.len();
+        eprintln!(
+            "[{} prompt tokens, {n} generated, {:?}; prefill {:.1} tok/s, decode {:.1} tok/s, cache {} KiB]",
+            out.prompt_tokens,
+            out.finish_reason,
+            out.prompt_tokens as f64 / out.prefill_seconds.max(1e-9),
+            (n.saturating_sub(1)) as f64 / out.decode_seconds.max(1e-9),
+            cache.bytes() / 1024
+        );
+    }
+    Ok(())
+}

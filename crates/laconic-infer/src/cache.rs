@@ -1,0 +1,224 @@
+//! The key/value cache: a first-class type owned by the caller.
+//!
+//! Each layer keeps its keys and values as `[batch, kv_heads, entries, head_dim]` tensors,
+//! already rotated at their original positions, and records the original position of every
+//! kept entry. Nothing here decides what to keep: eviction policies (StreamingLLM windows,
+//! H2O, SnapKV, R-KV) act on the cache between forward passes through [`LayerCache::retain`],
+//! so they slot in without touching the model. Positions keep counting from
+//! [`KvCache::next_position`] however many entries were dropped, so rotary phases stay right.
+
+use burn::prelude::*;
+
+/// Keys, values and original positions of one layer.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    keys: Option<Tensor<4>>,
+    values: Option<Tensor<4>>,
+    positions: Vec<usize>,
+}
+
+impl LayerCache {
+    /// Appends keys and values `[b, kv_heads, s, head_dim]` at `positions` (`s` of them) and
+    /// returns the whole cache of the layer, old entries first.
+    pub fn append(
+        &mut self,
+        keys: Tensor<4>,
+        values: Tensor<4>,
+        positions: &[usize],
+    ) -> (Tensor<4>, Tensor<4>) {
+        debug_assert_eq!(keys.dims()[2], positions.len());
+        let (k, v) = match (self.keys.take(), self.values.take()) {
+            (Some(k0), Some(v0)) => (
+                Tensor::cat(vec![k0, keys], 2),
+                Tensor::cat(vec![v0, values], 2),
+            ),
+            _ => (keys, values),
+        };
+        self.keys = Some(k.clone());
+        self.values = Some(v.clone());
+        self.positions.extend_from_slice(positions);
+        (k, v)
+    }
+
+    /// Number of kept entries.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Whether the layer holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Original positions of the kept entries, in cache order.
+    pub fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    /// The cached keys `[b, kv_heads, len, head_dim]`, if any.
+    pub fn keys(&self) -> Option<&Tensor<4>> {
+        self.keys.as_ref()
+    }
+
+    /// The cached values `[b, kv_heads, len, head_dim]`, if any.
+    pub fn values(&self) -> Option<&Tensor<4>> {
+        self.values.as_ref()
+    }
+
+    /// Keeps only the entries at `indices` (cache order, ascending) and drops the rest.
+    ///
+    /// # Panics
+    /// If an index is out of range or the indices are not strictly ascending.
+    pub fn retain(&mut self, indices: &[usize]) {
+        assert!(
+            indices.windows(2).all(|w| w[0] < w[1]),
+            "retain: indices must be strictly ascending"
+        );
+        assert!(
+            indices.last().is_none_or(|&i| i < self.len()),
+            "retain: index out of range"
+        );
+        if indices.len() == self.len() {
+            return;
+        }
+        self.positions = indices.iter().map(|&i| self.positions[i]).collect();
+        if indices.is_empty() {
+            self.keys = None;
+            self.values = None;
+            return;
+        }
+        let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
+            return;
+        };
+        let device = k.device();
+        let idx: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
+        self.keys = Some(k.select(2, idx.clone()));
+        self.values = Some(v.select(2, idx));
+    }
+
+    /// Bytes held by keys and values.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Option<Tensor<4>>| {
+            t.as_ref()
+                .map(|t| t.shape().num_elements() * t.dtype().size())
+                .unwrap_or(0)
+        };
+        size(&self.keys) + size(&self.values)
+    }
+}
+
+/// The cache of a whole model: one [`LayerCache`] per layer, plus the next position.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    next_position: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `num_layers` layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![LayerCache::default(); num_layers],
+            next_position: 0,
+        }
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The cache of layer `i`.
+    pub fn layer(&self, i: usize) -> &LayerCache {
+        &self.layers[i]
+    }
+
+    /// The cache of layer `i`, mutably (for eviction policies).
+    pub fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
+        &mut self.layers[i]
+    }
+
+    /// All layers, mutably.
+    pub fn layers_mut(&mut self) -> &mut [LayerCache] {
+        &mut self.layers
+    }
+
+    /// Position the next token will take: tokens seen so far, evicted or not.
+    pub fn next_position(&self) -> usize {
+        self.next_position
+    }
+
+    /// Records that `n` tokens were consumed by a forward pass.
+    pub fn advance(&mut self, n: usize) {
+        self.next_position += n;
+    }
+
+    /// Entries kept in the largest layer.
+    pub fn len(&self) -> usize {
+        self.layers.iter().map(LayerCache::len).max().unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by all layers.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(LayerCache::bytes).sum()
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        let n = self.layers.len();
+        *self = Self::new(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(values: &[f32], device: &Device) -> Tensor<4> {
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [1, 1, values.len(), 1]),
+            device,
+        )
+    }
+
+    fn read(t: &Tensor<4>) -> Vec<f32> {
+        t.clone().into_data().try_into_vec().unwrap()
+    }
+
+    #[test]
+    fn append_retain_and_positions() {
+        let device = Device::flex();
+        let mut cache = KvCache::new(2);
+        for round in 0..2 {
+            let layer = cache.layer_mut(0);
+            let (k, _) = layer.append(
+                entries(&[0., 1., 2.], &device),
+                entries(&[10., 11., 12.], &device),
+                &[0, 1, 2],
+            );
+            assert_eq!(read(&k), [0., 1., 2.]);
+            let (k, v) = layer.append(entries(&[3.], &device), entries(&[13.], &device), &[3]);
+            assert_eq!(read(&k), [0., 1., 2., 3.]);
+            assert_eq!(read(&v), [10., 11., 12., 13.]);
+            assert_eq!(layer.bytes(), 2 * 4 * 4);
+            layer.retain(&[0, 3]);
+            assert_eq!(layer.positions(), [0, 3]);
+            assert_eq!(read(layer.keys().unwrap()), [0., 3.]);
+            assert_eq!(read(layer.values().unwrap()), [10., 13.]);
+            cache.advance(4);
+            assert_eq!(cache.next_position(), 4);
+            assert_eq!(cache.len(), 2);
+            assert_eq!(cache.bytes(), 2 * 2 * 4);
+            if round == 0 {
+                cache.reset();
+                assert!(cache.is_empty() && cache.next_position() == 0);
+            }
+        }
+    }
+}

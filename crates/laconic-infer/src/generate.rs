@@ -1,0 +1,410 @@
+//! Generation: prefill, then incremental decode over the caller's KV cache, with greedy,
+//! temperature, top-k and top-p sampling from a seeded RNG, stop tokens, stop strings, and
+//! a streaming callback that only ever receives whole UTF-8 text that is final.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cache::KvCache;
+use crate::error::{InferError, Result};
+use crate::model::{ForwardOptions, Logits, Model};
+use crate::tokenizer::Tokenizer;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// 0 means greedy; otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = no limit).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = no limit).
+    pub top_p: f32,
+    /// Seed of the sampler's RNG.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(InferError::InvalidArgument(format!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(InferError::InvalidArgument(format!(
+                "top-p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Picks tokens from logits.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: SamplingConfig,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler seeded from its configuration.
+    pub fn new(config: SamplingConfig) -> Self {
+        let rng = StdRng::seed_from_u64(config.seed);
+        Self { config, rng }
+    }
+
+    /// Chooses a token from one row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
+                    if x > best.1 { (i, x) } else { best }
+                })
+                .0 as u32
+        };
+        if self.config.temperature == 0.0 {
+            return argmax();
+        }
+        let t = self.config.temperature;
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, x / t))
+            .collect();
+        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        if self.config.top_k > 0 {
+            cand.truncate(self.config.top_k);
+        }
+        let max = cand[0].1;
+        let mut probs: Vec<f32> = cand.iter().map(|&(_, x)| (x - max).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        if self.config.top_p < 1.0 {
+            let mut acc = 0.0;
+            let keep = probs
+                .iter()
+                .position(|&p| {
+                    acc += p;
+                    acc >= self.config.top_p
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+            let sum: f32 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= sum);
+        }
+        let r: f32 = self.rng.random();
+        let mut acc = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if r < acc {
+                return cand[i].0;
+            }
+        }
+        cand[probs.len() - 1].0
+    }
+}
+
+/// Settings of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Sampling settings.
+    pub sampling: SamplingConfig,
+    /// Strings that end generation; they are not part of the returned text.
+    pub stop_strings: Vec<String>,
+    /// Token ids that end generation (EOS and end-of-turn tokens).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was produced.
+    Stop,
+    /// A stop string appeared.
+    StopString,
+    /// `max_new_tokens` or the context length was reached.
+    Length,
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generated token ids (a stop token, if any, included).
+    pub tokens: Vec<u32>,
+    /// Generated text, cut before a stop string and without special tokens.
+    pub text: String,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Seconds spent in prefill (until the first token was chosen).
+    pub prefill_seconds: f64,
+    /// Seconds spent decoding after the first token.
+    pub decode_seconds: f64,
+}
+
+/// Reads one row of logits `[1, 1, vocab]` back to the host.
+fn logits_row(t: Tensor<3>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| InferError::TensorData(format!("{e:?}")))
+}
+
+/// The longest suffix of `text` that is a proper prefix of a stop string: held back from the
+/// stream until it is known not to start a stop string.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut hold = 0;
+    for s in stops {
+        for (i, _) in s.char_indices().skip(1) {
+            if text.ends_with(&s[..i]) {
+                hold = hold.max(i);
+            }
+        }
+    }
+    hold
+}
+
+/// Generates from `prompt` (token ids) over `cache`, which must be empty or hold exactly the
+/// tokens before `prompt`. `on_text` receives the text as it becomes final.
+pub fn generate(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    cache: &mut KvCache,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    config.sampling.validate()?;
+    if prompt.is_empty() {
+        return Err(InferError::InvalidArgument("the prompt is empty".into()));
+    }
+    let context = model.config().max_position_embeddings;
+    let start = cache.next_position();
+    if start + prompt.len() >= context {
+        return Err(InferError::ContextOverflow {
+            tokens: start + prompt.len(),
+            new_tokens: config.max_new_tokens,
+            context,
+        });
+    }
+    let budget = config.max_new_tokens.min(context - start - prompt.len());
+    let device = model.embed_tokens.weight.device();
+    let mut sampler = Sampler::new(config.sampling.clone());
+    let t0 = std::time::Instant::now();
+    let input = |ids: &[u32]| {
+        let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device)
+    };
+    let opts = ForwardOptions {
+        logits: Logits::Last,
+        ..Default::default()
+    };
+    let mut logits = model.forward(input(prompt), cache, opts).logits;
+    let mut prefill_seconds = 0.0;
+    let mut tokens = Vec::new();
+    let mut emitted = 0usize;
+    let mut text = String::new();
+    let mut finish = FinishReason::Length;
+    while tokens.len() < budget {
+        let Some(l) = logits.take() else { break };
+        let next = sampler.sample(&logits_row(l)?);
+        if tokens.is_empty() {
+            prefill_seconds = t0.elapsed().as_secs_f64();
+        }
+        tokens.push(next);
+        if config.stop_tokens.contains(&next) {
+            finish = FinishReason::Stop;
+            break;
+        }
+        text = tokenizer.decode(&tokens, true)?;
+        if let Some(cut) = config
+            .stop_strings
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            text.truncate(cut);
+            finish = FinishReason::StopString;
+            break;
+        }
+        // Emit what is final: not a dangling partial UTF-8 sequence, not a possible stop prefix.
+        if !text.ends_with('\u{FFFD}') {
+            let end = text.len() - held_back(&text, &config.stop_strings);
+            if end > emitted && text.is_char_boundary(end) {
+                on_text(&text[emitted..end]);
+                emitted = end;
+            }
+        }
+        if tokens.len() < budget {
+            logits = model.forward(input(&[next]), cache, opts).logits;
+        }
+    }
+    if finish == FinishReason::Stop {
+        text = tokenizer.decode(&tokens[..tokens.len() - 1], true)?;
+    }
+    if text.len() > emitted && text.is_char_boundary(emitted) {
+        on_text(&text[emitted..]);
+    }
+    let total = t0.elapsed().as_secs_f64();
+    Ok(Generation {
+        tokens,
+        text,
+        finish_reason: finish,
+        prompt_tokens: prompt.len(),
+        prefill_seconds,
+        decode_seconds: total - prefill_seconds,
+    })
+}
+
+/// One token of a scored text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenScore {
+    /// Token id.
+    pub id: u32,
+    /// The token's text.
+    pub token: String,
+    /// log p(token | tokens before it); `None` for the first token.
+    pub logprob: Option<f32>,
+}
+
+/// Per-token log-probabilities of `ids` under the model (one forward pass over a fresh cache).
+pub fn score_ids(model: &Model, ids: &[u32]) -> Result<Vec<Option<f32>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let context = model.config().max_position_embeddings;
+    if ids.len() > context {
+        return Err(InferError::ContextOverflow {
+            tokens: ids.len(),
+            new_tokens: 0,
+            context,
+        });
+    }
+    let device = model.embed_tokens.weight.device();
+    let n = ids.len();
+    let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, n]), &device);
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        ..Default::default()
+    };
+    let mut out = vec![None];
+    if n == 1 {
+        return Ok(out);
+    }
+    let logits = model
+        .forward(input, &mut cache, opts)
+        .logits
+        .ok_or_else(|| InferError::TensorData("no logits".into()))?;
+    let logp = log_softmax(logits.narrow(1, 0, n - 1), 2);
+    let targets: Vec<i32> = ids[1..].iter().map(|&t| t as i32).collect();
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, n - 1, 1]), &device);
+    let picked: Vec<f32> = logp
+        .gather(2, targets)
+        .into_data()
+        .try_into_vec()
+        .map_err(|e| InferError::TensorData(format!("{e:?}")))?;
+    out.extend(picked.into_iter().map(Some));
+    Ok(out)
+}
+
+/// Tokenizes `text` (adding BOS if the model does) and scores every token.
+pub fn score_text(model: &Model, tokenizer: &Tokenizer, text: &str) -> Result<Vec<TokenScore>> {
+    let ids = tokenizer.encode(text, true)?;
+    let logprobs = score_ids(model, &ids)?;
+    ids.iter()
+        .zip(logprobs)
+        .map(|(&id, logprob)| {
+            Ok(TokenScore {
+                id,
+                token: tokenizer.decode(&[id], false)?,
+                logprob,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_and_seeded_sampling() {
+        let logits = [0.1, 2.0, 0.3, 1.9];
+        assert_eq!(Sampler::new(SamplingConfig::default()).sample(&logits), 1);
+        let cfg = SamplingConfig {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            seed: 7,
+        };
+        let a: Vec<u32> = (0..20)
+            .map({
+                let mut s = Sampler::new(cfg.clone());
+                move |_| s.sample(&logits)
+            })
+            .collect();
+        let b: Vec<u32> = (0..20)
+            .map({
+                let mut s = Sampler::new(cfg.clone());
+                move |_| s.sample(&logits)
+            })
+            .collect();
+        assert_eq!(a, b, "same seed, same draws");
+        assert!(
+            a.iter().all(|&t| t == 1 || t == 3),
+            "top-k 2 keeps tokens 1 and 3: {a:?}"
+        );
+        assert!(
+            a.contains(&1) && a.contains(&3),
+            "both are drawn at T=1: {a:?}"
+        );
+        let mut s = Sampler::new(SamplingConfig { top_p: 0.5, ..cfg });
+        assert!(
+            (0..20).all(|_| s.sample(&logits) == 1),
+            "top-p 0.5 keeps the single top token"
+        );
+    }
+
+    #[test]
+    fn stop_prefixes_are_held_back() {
+        let stops = vec!["</answer>".to_string()];
+        assert_eq!(held_back("x = 4 </an", &stops), 4);
+        assert_eq!(held_back("x = 4", &stops), 0);
+    }
+
+    #[test]
+    fn invalid_sampling_is_rejected() {
+        let bad = SamplingConfig {
+            top_p: 0.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SamplingConfig {
+            temperature: -1.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}
