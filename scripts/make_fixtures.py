@@ -521,9 +521,6 @@ def hf_to_gguf_name(name: str) -> str:
     return f"blk.{parts[2]}.{HF_TO_GGUF_LAYER['.'.join(parts[3:])]}"
 
 
-GGUF_TO_HF = None  # filled lazily
-
-
 def gguf_to_hf_name(name: str) -> str:
     if name == "token_embd.weight":
         return "model.embed_tokens.weight"

@@ -78,6 +78,17 @@ pub struct Attention {
     head_dim: usize,
 }
 
+/// Applies a linear layer to `[b, s, d_in]` as one 2-D matmul `[b*s, d_in]`.
+///
+/// Burn's `linear` on a 3-D input takes a batched-matmul path that is about 10x slower on
+/// flex than the 2-D gemm at decode shapes (measured: 0.21 ms vs 0.02 ms for 576x576).
+fn project(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let y = layer.forward(x.reshape([b * s, d]));
+    let n = y.dims()[1];
+    y.reshape([b, s, n])
+}
+
 /// Repeats KV heads so that `[b, kv, s, d]` becomes `[b, kv * n_rep, s, d]` (head `h` reads
 /// KV head `h / n_rep`, as Hugging Face's `repeat_kv`).
 fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
@@ -103,11 +114,9 @@ impl Attention {
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [b, s, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let mut q = self.q_proj.forward(x.clone()).reshape([b, s, h, d]);
-        let mut k = self.k_proj.forward(x.clone()).reshape([b, s, kv, d]);
-        let v = self
-            .v_proj
-            .forward(x)
+        let mut q = project(&self.q_proj, x.clone()).reshape([b, s, h, d]);
+        let mut k = project(&self.k_proj, x.clone()).reshape([b, s, kv, d]);
+        let v = project(&self.v_proj, x)
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
@@ -150,7 +159,7 @@ impl Attention {
             (attention(q, k, v, None, None, opts), None)
         };
         let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
-        (self.o_proj.forward(out), weights)
+        (project(&self.o_proj, out), weights)
     }
 }
 
@@ -168,8 +177,8 @@ pub struct Mlp {
 impl Mlp {
     /// Applies the MLP to `[b, s, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, gate * project(&self.up_proj, x))
     }
 }
 
@@ -257,8 +266,15 @@ impl Model {
     /// The output head on hidden states `[b, s, hidden]`.
     pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+            Some(head) => project(head, h),
+            None => {
+                let [b, s, d] = h.dims();
+                let logits = h
+                    .reshape([b * s, d])
+                    .matmul(self.embed_tokens.weight.val().transpose());
+                let vocab = logits.dims()[1];
+                logits.reshape([b, s, vocab])
+            }
         }
     }
 

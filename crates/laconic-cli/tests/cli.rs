@@ -1,0 +1,261 @@
+//! The `laconic` binary end to end, on the tiny fixture models of `laconic-infer`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::prelude::*;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../laconic-infer/tests/fixtures")
+}
+
+fn laconic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laconic"))
+        .args(args)
+        .output()
+        .expect("run laconic")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn reference(family: &str) -> Value {
+    let p = fixtures().join(family).join("reference.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("reference")).expect("json")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// A failing run: non-zero exit, an `error:` line naming `needle`, no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert!(
+        err.starts_with("error:") && err.contains(needle),
+        "stderr lacks {needle:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in ["generate", "score", "inspect", "bench"] {
+        let o = laconic(&[sub, "--help"]);
+        assert!(o.status.success());
+        assert!(
+            stdout(&o).contains("Example"),
+            "{sub} --help lacks examples"
+        );
+    }
+}
+
+#[test]
+fn generate_streams_the_reference_greedy_continuation() {
+    let r = reference("llama");
+    let g = &r["greedy"];
+    let model = fixtures().join("llama/model-q8_0.gguf");
+    let n = g["max_new_tokens"].as_u64().expect("n").to_string();
+    let o = laconic(&[
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        g["prompt"].as_str().expect("prompt"),
+        "--max-new-tokens",
+        &n,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = laconic_infer::load(&model, &Device::flex()).expect("load");
+    let mut expected_ids = ids(&g["gguf-q8_0"]);
+    if expected_ids
+        .last()
+        .is_some_and(|t| m.config().eos_token_ids.contains(t))
+    {
+        expected_ids.pop();
+    }
+    let expected = m.tokenizer.decode(&expected_ids, true).expect("decode");
+    assert_eq!(stdout(&o).trim_end_matches('\n'), expected);
+}
+
+#[test]
+fn score_json_matches_the_reference() {
+    let r = reference("qwen3");
+    let model = fixtures().join("qwen3");
+    let o = laconic(&[
+        "score",
+        "--model",
+        model.to_str().expect("path"),
+        "--text",
+        r["text"].as_str().expect("text"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&o)).expect("one JSON array");
+    let expected_ids = ids(&r["token_ids"]);
+    let expected_lp = r["logprobs"]["hf"].as_array().expect("logprobs");
+    assert_eq!(rows.len(), expected_ids.len());
+    assert!(
+        rows[0]["logprob"].is_null(),
+        "the first token has no log-probability"
+    );
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["id"].as_u64(), Some(expected_ids[i] as u64));
+        assert!(row["token"].is_string());
+        if i > 0 {
+            let d = (row["logprob"].as_f64().expect("logprob")
+                - expected_lp[i].as_f64().expect("ref"))
+            .abs();
+            assert!(d < 1e-4, "token {i}: {d}");
+        }
+    }
+    // The text form prints a perplexity line.
+    let o = laconic(&[
+        "score",
+        "--model",
+        model.to_str().expect("path"),
+        "--text",
+        "12 + 15 = 27",
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains("perplexity"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn inspect_describes_the_checkpoint() {
+    let o = laconic(&[
+        "inspect",
+        "--model",
+        fixtures()
+            .join("qwen3/model-q4_0.gguf")
+            .to_str()
+            .expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "architecture:      qwen3",
+        "heads:             4",
+        "kv heads:          2",
+        "head dim:          32",
+        "vocabulary:        447",
+        "context length:    256",
+        "chat template:     yes",
+        "Q4_0",
+        "GGUF v3",
+    ] {
+        assert!(out.contains(line), "inspect lacks {line:?}:\n{out}");
+    }
+    let o = laconic(&[
+        "inspect",
+        "--model",
+        fixtures()
+            .join("llama/hf-bf16-sharded")
+            .to_str()
+            .expect("path"),
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains("BF16") && stdout(&o).contains("llama"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn chat_renders_the_template() {
+    let model = fixtures().join("qwen2");
+    let o = laconic(&[
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--chat",
+        "--prompt",
+        "What is 12 + 15?",
+        "--max-new-tokens",
+        "4",
+        "--verbose",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("prompt tokens"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let o = laconic(&[
+        "generate",
+        "--model",
+        "/no/such/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_failure(&o, "/no/such/model.gguf");
+    let tmp = std::env::temp_dir();
+    let o = laconic(&["inspect", "--model", tmp.to_str().expect("path")]);
+    assert_clean_failure(&o, "config.json");
+    let model = fixtures().join("llama");
+    let long = "one two three ".repeat(200);
+    let o = laconic(&[
+        "score",
+        "--model",
+        model.to_str().expect("path"),
+        "--text",
+        &long,
+    ]);
+    assert_clean_failure(&o, "context length");
+    let o = laconic(&[
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        &long,
+    ]);
+    assert_clean_failure(&o, "context length");
+    let o = laconic(&[
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        "hi",
+        "--top-p",
+        "0",
+    ]);
+    assert_clean_failure(&o, "top-p");
+    let o = laconic(&[
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        "hi",
+        "--device",
+        "cuda",
+    ]);
+    assert_clean_failure(&o, "--features cuda");
+    let o = laconic(&[
+        "generate",
+        "--model",
+        fixtures()
+            .join("llama/model-f32.gguf")
+            .to_str()
+            .expect("path"),
+        "--chat",
+        "--prompt",
+        "hi",
+        "--system",
+        "x",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

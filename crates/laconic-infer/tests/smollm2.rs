@@ -1,0 +1,100 @@
+//! The real model: SmolLM2-135M-Instruct, Q4_1 GGUF, as `scripts/setup.sh` installs it.
+//! Reference values: `transformers` loading the same GGUF (it dequantizes to f32) and
+//! llama.cpp through llama-cpp-python, both in `tests/fixtures/smollm2/reference.json`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use laconic_infer::chat::Message;
+use laconic_infer::generate::score_ids;
+
+fn model_path() -> PathBuf {
+    let p = workspace().join("checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup.sh --model first",
+        p.display()
+    );
+    p
+}
+
+fn reference() -> serde_json::Value {
+    read_json(&fixtures().join("smollm2/reference.json"))
+}
+
+fn perplexity(lp: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = lp.collect();
+    (-v.iter().sum::<f64>() / v.len() as f64).exp()
+}
+
+#[test]
+fn smollm2_logprobs_match_transformers_and_perplexity_matches_llama_cpp() {
+    let r = reference();
+    let m = load(&model_path());
+    let tokens = ids(&r["token_ids"]);
+    let ours = score_ids(&m.model, &tokens).expect("score");
+    let diff = max_abs_diff(&ours, &logprobs(&r["logprobs_transformers"]));
+    assert!(diff < 2e-3, "max |logprob - transformers| = {diff:e}");
+    let ppl = perplexity(ours.iter().skip(1).map(|x| x.expect("logprob") as f64));
+    let ppl_cpp = r["perplexity_llama_cpp_default_settings"]
+        .as_f64()
+        .expect("llama.cpp perplexity");
+    let rel = (ppl - ppl_cpp).abs() / ppl_cpp;
+    assert!(
+        rel < 0.02,
+        "perplexity {ppl:.4} vs llama.cpp {ppl_cpp:.4}: {:.2}% apart",
+        rel * 100.0
+    );
+}
+
+#[test]
+fn smollm2_tokenizer_matches_llama_cpp() {
+    let r = reference();
+    let m = load(&model_path());
+    let text = r["text"].as_str().expect("text");
+    assert_eq!(
+        m.tokenizer.encode(text, true).expect("encode"),
+        ids(&r["token_ids_llama_cpp"])
+    );
+    let chatml = &r["chatml"];
+    let prompt = chatml["prompt"].as_str().expect("prompt");
+    assert_eq!(
+        m.tokenizer.encode(prompt, true).expect("encode"),
+        ids(&chatml["prompt_ids"])
+    );
+}
+
+#[test]
+fn smollm2_greedy_chatml_says_paris() {
+    let r = reference();
+    let m = load(&model_path());
+    let chatml = &r["chatml"];
+    let prompt = ids(&chatml["prompt_ids"]);
+    let expected = ids(&chatml["greedy_transformers_ids"]);
+    // The reference ran a fixed 16 tokens without stopping at <|im_end|>.
+    let ours = greedy(&m, &prompt, expected.len(), false);
+    assert_eq!(ours, expected, "greedy ids differ from transformers");
+    let text = m.tokenizer.decode(&ours, true).expect("decode");
+    assert!(text.contains("Paris"), "{text:?}");
+}
+
+#[test]
+fn smollm2_chat_template_renders_as_transformers() {
+    let r = reference();
+    let m = load(&model_path());
+    let ct = &r["chat_template"];
+    let messages: Vec<Message> = serde_json::from_value(ct["messages"].clone()).expect("messages");
+    let rendered = m
+        .chat_template
+        .as_ref()
+        .expect("template")
+        .render(&messages, true)
+        .expect("render");
+    assert_eq!(rendered, ct["rendered"].as_str().expect("rendered"));
+    assert_eq!(
+        m.tokenizer.encode(&rendered, true).expect("encode"),
+        ids(&ct["rendered_ids"])
+    );
+}
