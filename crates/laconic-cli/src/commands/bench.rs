@@ -28,6 +28,36 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// Bytes read by the bandwidth probe (large enough to defeat every cache level).
+const PROBE_BYTES: usize = 1 << 30;
+
+/// Sustained read bandwidth of this machine in bytes/s: the best of three parallel sums over
+/// a 1 GiB buffer, on the same rayon pool that the decoder uses.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1.0f32; PROBE_BYTES / 4];
+    let mut best = f64::INFINITY;
+    let mut check = 0.0f32;
+    for _ in 0..3 {
+        let t = Instant::now();
+        check += buf
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0.0f32; 16];
+                for v in c.chunks_exact(16) {
+                    for i in 0..16 {
+                        acc[i] += v[i];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum::<f32>();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(check);
+    PROBE_BYTES as f64 / best
+}
+
 const TEXT: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. \
 How many clips did Natalia sell altogether in April and May? Natalia sold 48/2 = 24 clips in May. \
 Natalia sold 48+24 = 72 clips altogether in April and May. ";
@@ -90,6 +120,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let prefill_tps = args.prompt_tokens as f64 / best_prefill;
     let decode_tps = args.new_tokens as f64 / best_decode;
     let rss = peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    // Decode reads every weight once per token: the f32 weights the model holds in memory
+    // (the embedding once, through the output head when tied; one row of it otherwise).
+    let weight_bytes = (c.num_parameters()
+        - if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * c.hidden_size
+        })
+        * 4;
+    let bandwidth = read_bandwidth();
+    let roofline = bandwidth / weight_bytes as f64;
     if args.json {
         println!(
             "{}",
@@ -98,6 +139,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                 "load_seconds": load_s, "prefill_tokens_per_second": prefill_tps,
                 "decode_tokens_per_second": decode_tps, "peak_rss_mib": rss,
+                "weight_bytes_per_token": weight_bytes, "read_bandwidth_gb_per_second": bandwidth / 1e9,
+                "decode_limit_tokens_per_second": roofline,
             })
         );
     } else {
@@ -111,7 +154,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "decode:       {decode_tps:.1} tok/s ({} tokens, best of {})",
             args.new_tokens, args.repeats
         );
-        println!("peak RSS:     {rss:.0} MiB");
+        println!("peak RSS:     {rss:.0} MiB (before the bandwidth probe)");
+        println!(
+            "decode limit: {roofline:.1} tok/s = {:.2} GB/s measured read bandwidth / {:.0} MB of f32 weights per token ({:.0}% reached)",
+            bandwidth / 1e9,
+            weight_bytes as f64 / 1e6,
+            100.0 * decode_tps / roofline
+        );
     }
     Ok(())
 }
