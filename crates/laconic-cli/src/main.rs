@@ -27,12 +27,48 @@ struct ModelArgs {
     device: String,
 }
 
+/// KV-cache eviction, shared by every command that decodes.
+#[derive(Args, Debug, Clone)]
+struct KvArgs {
+    /// What the KV cache keeps: full, window (sinks + recent), h2o (heavy hitters), snapkv
+    /// (prompt compression), rkv (importance and redundancy).
+    #[arg(long, default_value = "full")]
+    kv_policy: String,
+    /// Entries each layer keeps (per KV head) under h2o, snapkv and rkv; sink + window for window.
+    #[arg(long)]
+    kv_budget: Option<usize>,
+    /// Attention-sink entries always kept by the window policy (default 4).
+    #[arg(long)]
+    kv_sink: Option<usize>,
+    /// Recent entries always kept (h2o default budget/2; snapkv observation window, default 16;
+    /// rkv observation window, default 8).
+    #[arg(long)]
+    kv_window: Option<usize>,
+    /// rkv: entries allowed above the budget before an eviction (default budget/4).
+    #[arg(long)]
+    kv_buffer: Option<usize>,
+}
+
+impl KvArgs {
+    /// The validated policy settings.
+    fn config(&self) -> anyhow::Result<laconic_infer::policy::KvPolicyConfig> {
+        Ok(laconic_infer::policy::KvPolicyConfig::from_flags(
+            &self.kv_policy,
+            self.kv_budget,
+            self.kv_sink,
+            self.kv_window,
+            self.kv_buffer,
+        )?)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Generate text from a prompt, streamed to stdout.
     #[command(after_help = "Examples:
   laconic generate --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt 'What is 7 * 8?'
-  laconic generate -m checkpoints/qwen2.5-1.5b --prompt 'Once upon a time' --temperature 0.8 --top-p 0.95 --seed 1")]
+  laconic generate -m checkpoints/qwen2.5-1.5b --prompt 'Once upon a time' --temperature 0.8 --top-p 0.95 --seed 1
+  laconic generate -m model.gguf --chat --prompt 'Prove it.' --kv-policy rkv --kv-budget 128")]
     Generate(commands::generate::GenerateArgs),
     /// Print every token of a text with its log-probability under the model.
     #[command(after_help = "Examples:

@@ -10,11 +10,16 @@
 use burn::prelude::*;
 
 /// Keys, values and original positions of one layer.
+///
+/// Every KV head holds the same number of entries, but per-head eviction
+/// ([`LayerCache::retain_per_head`]) may keep different positions in different heads, so
+/// positions are recorded per head.
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
     keys: Option<Tensor<4>>,
     values: Option<Tensor<4>>,
-    positions: Vec<usize>,
+    /// `positions[h][i]`: original position of entry `i` of KV head `h`.
+    positions: Vec<Vec<usize>>,
 }
 
 impl LayerCache {
@@ -34,25 +39,40 @@ impl LayerCache {
             ),
             _ => (keys, values),
         };
+        let heads = k.dims()[1];
         self.keys = Some(k.clone());
         self.values = Some(v.clone());
-        self.positions.extend_from_slice(positions);
+        self.positions.resize(heads, Vec::new());
+        for p in &mut self.positions {
+            p.extend_from_slice(positions);
+        }
         (k, v)
     }
 
-    /// Number of kept entries.
+    /// Number of kept entries (per KV head; every head holds the same number).
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.positions.first().map_or(0, Vec::len)
     }
 
     /// Whether the layer holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.len() == 0
     }
 
-    /// Original positions of the kept entries, in cache order.
+    /// Number of KV heads (0 before the first append).
+    pub fn num_heads(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Original positions of the entries of KV head 0, in cache order (the same for every
+    /// head unless a policy evicted per head; see [`LayerCache::head_positions`]).
     pub fn positions(&self) -> &[usize] {
-        &self.positions
+        self.positions.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// Original positions of the entries of KV head `head`, in cache order.
+    pub fn head_positions(&self, head: usize) -> &[usize] {
+        &self.positions[head]
     }
 
     /// The cached keys `[b, kv_heads, len, head_dim]`, if any.
@@ -65,36 +85,79 @@ impl LayerCache {
         self.values.as_ref()
     }
 
-    /// Keeps only the entries at `indices` (cache order, ascending) and drops the rest.
+    /// Keeps only the entries at `indices` (cache order, strictly ascending) in every head.
     ///
     /// # Panics
     /// If an index is out of range or the indices are not strictly ascending.
     pub fn retain(&mut self, indices: &[usize]) {
-        assert!(
-            indices.windows(2).all(|w| w[0] < w[1]),
-            "retain: indices must be strictly ascending"
+        let heads = vec![indices.to_vec(); self.num_heads()];
+        self.retain_per_head(&heads);
+    }
+
+    /// Keeps, in each KV head `h`, only the entries at `per_head[h]` (cache order, strictly
+    /// ascending). Every head must keep the same number of entries.
+    ///
+    /// # Panics
+    /// If the heads keep different counts, an index is out of range, or indices are not
+    /// strictly ascending.
+    pub fn retain_per_head(&mut self, per_head: &[Vec<usize>]) {
+        let len = self.len();
+        assert_eq!(
+            per_head.len(),
+            self.num_heads(),
+            "retain: one index list per KV head"
         );
-        assert!(
-            indices.last().is_none_or(|&i| i < self.len()),
-            "retain: index out of range"
-        );
-        if indices.len() == self.len() {
+        let keep = per_head.first().map_or(0, Vec::len);
+        for idx in per_head {
+            assert_eq!(
+                idx.len(),
+                keep,
+                "retain: every head must keep the same number of entries"
+            );
+            assert!(
+                idx.windows(2).all(|w| w[0] < w[1]),
+                "retain: indices must be strictly ascending"
+            );
+            assert!(
+                idx.last().is_none_or(|&i| i < len),
+                "retain: index out of range"
+            );
+        }
+        if keep == len {
             return;
         }
-        self.positions = indices.iter().map(|&i| self.positions[i]).collect();
-        if indices.is_empty() {
-            self.keys = None;
-            self.values = None;
-            return;
+        for (pos, idx) in self.positions.iter_mut().zip(per_head) {
+            *pos = idx.iter().map(|&i| pos[i]).collect();
         }
         let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
             return;
         };
+        if keep == 0 {
+            return;
+        }
+        let [b, heads, _, d] = k.dims();
         let device = k.device();
-        let idx: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
-        self.keys = Some(k.select(2, idx.clone()));
-        self.values = Some(v.select(2, idx));
+        let same = per_head.windows(2).all(|w| w[0] == w[1]);
+        if same {
+            let idx: Vec<i32> = per_head[0].iter().map(|&i| i as i32).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep]), &device);
+            self.keys = Some(k.select(2, idx.clone()));
+            self.values = Some(v.select(2, idx));
+        } else {
+            // Per-head gather: index [b, heads, keep, d], each row repeating its entry index.
+            let mut idx = Vec::with_capacity(b * heads * keep * d);
+            for _ in 0..b {
+                for h in per_head {
+                    for &i in h {
+                        idx.extend(std::iter::repeat_n(i as i32, d));
+                    }
+                }
+            }
+            let idx =
+                Tensor::<4, Int>::from_data(TensorData::new(idx, [b, heads, keep, d]), &device);
+            self.keys = Some(k.gather(2, idx.clone()));
+            self.values = Some(v.gather(2, idx));
+        }
     }
 
     /// Bytes held by keys and values.
@@ -216,9 +279,39 @@ mod tests {
             assert_eq!(cache.len(), 2);
             assert_eq!(cache.bytes(), 2 * 2 * 4);
             if round == 0 {
+                assert_eq!(cache.layer(0).num_heads(), 1);
                 cache.reset();
                 assert!(cache.is_empty() && cache.next_position() == 0);
             }
         }
+    }
+
+    #[test]
+    fn per_head_retain_keeps_each_heads_own_entries() {
+        let device = Device::flex();
+        // Two heads, four entries, head_dim 2: head h entry i holds (10h + i, -(10h + i)).
+        let mut data = Vec::new();
+        for h in 0..2 {
+            for i in 0..4 {
+                let x = (10 * h + i) as f32;
+                data.extend([x, -x]);
+            }
+        }
+        let k = Tensor::<4>::from_data(TensorData::new(data.clone(), [1, 2, 4, 2]), &device);
+        let v = Tensor::<4>::from_data(TensorData::new(data, [1, 2, 4, 2]), &device);
+        let mut layer = LayerCache::default();
+        layer.append(k, v, &[5, 6, 7, 8]);
+        layer.retain_per_head(&[vec![0, 3], vec![1, 2]]);
+        assert_eq!(layer.head_positions(0), [5, 8]);
+        assert_eq!(layer.head_positions(1), [6, 7]);
+        assert_eq!(
+            read(layer.keys().unwrap()),
+            [0., -0., 3., -3., 11., -11., 12., -12.]
+        );
+        assert_eq!(
+            read(layer.values().unwrap()),
+            [0., -0., 3., -3., 11., -11., 12., -12.]
+        );
+        assert_eq!(layer.len(), 2);
     }
 }

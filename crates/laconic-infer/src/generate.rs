@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use crate::cache::KvCache;
 use crate::error::{InferError, Result};
 use crate::model::{ForwardOptions, Logits, Model};
+use crate::policy::{self, KvPolicy, KvPolicyConfig};
 use crate::tokenizer::Tokenizer;
 
 /// How the next token is chosen.
@@ -133,6 +134,41 @@ pub struct GenerateConfig {
     pub stop_strings: Vec<String>,
     /// Token ids that end generation (EOS and end-of-turn tokens).
     pub stop_tokens: Vec<u32>,
+    /// What the KV cache keeps as it grows.
+    pub kv_policy: KvPolicyConfig,
+}
+
+impl Default for GenerateConfig {
+    /// 256 new tokens, greedy, no stop condition, full cache.
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            sampling: SamplingConfig::default(),
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+            kv_policy: KvPolicyConfig::Full,
+        }
+    }
+}
+
+/// One forward pass of `ids` followed by the policy's look at the cache; returns the logits.
+fn step(
+    model: &Model,
+    ids: &[u32],
+    cache: &mut KvCache,
+    policy: &mut dyn KvPolicy,
+    device: &Device,
+) -> Option<Tensor<3>> {
+    let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
+    let opts = ForwardOptions {
+        logits: Logits::Last,
+        attention: policy.wants_attention(),
+        hidden: false,
+    };
+    let out = model.forward(input, cache, opts);
+    policy::apply(policy, cache, &out.attentions, ids.len());
+    out.logits
 }
 
 /// Why generation stopped.
@@ -209,17 +245,11 @@ pub fn generate(
     }
     let budget = config.max_new_tokens.min(context - start - prompt.len());
     let device = model.embed_tokens.weight.device();
+    config.kv_policy.validate()?;
+    let mut policy = config.kv_policy.build(model.config().num_layers);
     let mut sampler = Sampler::new(config.sampling.clone());
     let t0 = std::time::Instant::now();
-    let input = |ids: &[u32]| {
-        let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device)
-    };
-    let opts = ForwardOptions {
-        logits: Logits::Last,
-        ..Default::default()
-    };
-    let mut logits = model.forward(input(prompt), cache, opts).logits;
+    let mut logits = step(model, prompt, cache, policy.as_mut(), &device);
     let mut prefill_seconds = 0.0;
     let mut tokens = Vec::new();
     let mut emitted = 0usize;
@@ -256,7 +286,7 @@ pub fn generate(
             }
         }
         if tokens.len() < budget {
-            logits = model.forward(input(&[next]), cache, opts).logits;
+            logits = step(model, &[next], cache, policy.as_mut(), &device);
         }
     }
     if finish == FinishReason::Stop {
@@ -329,10 +359,64 @@ pub fn score_ids(model: &Model, ids: &[u32]) -> Result<Vec<Option<f32>>> {
     Ok(out)
 }
 
+/// Per-token log-probabilities of `ids` with the cache under `kv_policy`: the first token is
+/// a prefill, then the text is fed one token at a time and the policy evicts after each step,
+/// as during generation. With the full cache this is [`score_ids`] (one pass).
+pub fn score_ids_with_policy(
+    model: &Model,
+    ids: &[u32],
+    kv_policy: &KvPolicyConfig,
+) -> Result<Vec<Option<f32>>> {
+    if *kv_policy == KvPolicyConfig::Full {
+        return score_ids(model, ids);
+    }
+    kv_policy.validate()?;
+    let context = model.config().max_position_embeddings;
+    if ids.len() > context {
+        return Err(InferError::ContextOverflow {
+            tokens: ids.len(),
+            new_tokens: 0,
+            context,
+        });
+    }
+    let device = model.embed_tokens.weight.device();
+    let mut policy = kv_policy.build(model.config().num_layers);
+    let mut cache = model.new_cache();
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let logits = step(model, &[id], &mut cache, policy.as_mut(), &device);
+        if i == 0 {
+            out.push(None);
+        }
+        if let (Some(next), Some(l)) = (ids.get(i + 1), logits) {
+            let row = logits_row(l)?;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            out.push(Some((row[*next as usize] as f64 - lse) as f32));
+        }
+    }
+    Ok(out)
+}
+
 /// Tokenizes `text` (adding BOS if the model does) and scores every token.
 pub fn score_text(model: &Model, tokenizer: &Tokenizer, text: &str) -> Result<Vec<TokenScore>> {
+    score_text_with_policy(model, tokenizer, text, &KvPolicyConfig::Full)
+}
+
+/// [`score_text`] with the cache under `kv_policy` (see [`score_ids_with_policy`]).
+pub fn score_text_with_policy(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    text: &str,
+    kv_policy: &KvPolicyConfig,
+) -> Result<Vec<TokenScore>> {
     let ids = tokenizer.encode(text, true)?;
-    let logprobs = score_ids(model, &ids)?;
+    let logprobs = score_ids_with_policy(model, &ids, kv_policy)?;
     ids.iter()
         .zip(logprobs)
         .map(|(&id, logprob)| {

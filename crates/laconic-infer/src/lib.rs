@@ -3,7 +3,8 @@
 //! One decoder for Llama, Qwen2/Qwen2.5 and Qwen3 ([`model::Model`]), loaded from Hugging
 //! Face directories (safetensors, f32/f16/bf16, sharded or not) or GGUF files (F32, F16, BF16,
 //! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, dequantized on load), with a caller-owned KV cache
-//! ([`cache::KvCache`]), the model's own tokenizer and chat template, and sampling.
+//! ([`cache::KvCache`]) that eviction policies prune ([`policy`]), the model's own tokenizer
+//! and chat template, and sampling.
 //!
 //! ```no_run
 //! use burn::prelude::*;
@@ -15,8 +16,8 @@
 //! let config = GenerateConfig {
 //!     max_new_tokens: 8,
 //!     sampling: SamplingConfig::default(),
-//!     stop_strings: vec![],
 //!     stop_tokens: m.config().eos_token_ids.clone(),
+//!     ..Default::default()
 //! };
 //! let mut cache = m.model.new_cache();
 //! let out = generate(&m.model, &m.tokenizer, &prompt, &config, &mut cache, |t| print!("{t}"))?;
@@ -33,6 +34,7 @@ pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod model;
+pub mod policy;
 pub mod rope;
 pub mod safetensors;
 pub mod tokenizer;

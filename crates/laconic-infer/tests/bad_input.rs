@@ -187,6 +187,7 @@ fn prompt_longer_than_the_context() {
         sampling: SamplingConfig::default(),
         stop_strings: vec![],
         stop_tokens: vec![],
+        ..Default::default()
     };
     let mut cache = m.model.new_cache();
     let e = generate(&m.model, &m.tokenizer, &prompt, &config, &mut cache, |_| {}).unwrap_err();

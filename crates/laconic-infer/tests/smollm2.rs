@@ -29,6 +29,12 @@ fn perplexity(lp: impl Iterator<Item = f64>) -> f64 {
     (-v.iter().sum::<f64>() / v.len() as f64).exp()
 }
 
+/// laconic dequantizes to f32 as `transformers` does, so log-probabilities match it to 2e-3.
+/// llama.cpp's Q4_1 matmuls also quantize the activations to Q8, which moves its log-probs by
+/// up to 0.67 here (on an F32 copy of the same weights it agrees with `transformers` to 4e-5;
+/// see the fixture). The perplexity is compared with llama.cpp's default settings (f16 KV
+/// cache), the figure a llama.cpp user sees: 9.40, against 9.26 from `transformers`. With an
+/// f32 KV cache llama.cpp reports 9.48 (2.4% away); both are in the fixture.
 #[test]
 fn smollm2_logprobs_match_transformers_and_perplexity_matches_llama_cpp() {
     let r = reference();
@@ -42,6 +48,11 @@ fn smollm2_logprobs_match_transformers_and_perplexity_matches_llama_cpp() {
         .as_f64()
         .expect("llama.cpp perplexity");
     let rel = (ppl - ppl_cpp).abs() / ppl_cpp;
+    eprintln!(
+        "SmolLM2: max |logprob - transformers| {diff:.2e}; perplexity laconic {ppl:.4}, transformers {:.4}, llama.cpp {ppl_cpp:.4} ({:.2}% apart)",
+        r["perplexity_transformers"].as_f64().unwrap_or(f64::NAN),
+        rel * 100.0
+    );
     assert!(
         rel < 0.02,
         "perplexity {ppl:.4} vs llama.cpp {ppl_cpp:.4}: {:.2}% apart",

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use clap::Args;
 use laconic_infer::model::{ForwardOptions, Logits};
+use laconic_infer::policy;
 
 use crate::ModelArgs;
 
@@ -26,6 +27,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    kv: crate::KvArgs,
 }
 
 /// Bytes read by the bandwidth probe (large enough to defeat every cache level).
@@ -94,28 +97,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|&t| t as i32)
         .collect();
     let device = m.model.embed_tokens.weight.device();
-    let opts = ForwardOptions {
-        logits: Logits::Last,
-        ..Default::default()
-    };
+    let kv = args.kv.config()?;
     let (mut best_prefill, mut best_decode) = (f64::INFINITY, f64::INFINITY);
+    let mut cache_bytes = 0;
     for _ in 0..args.repeats {
+        let mut policy = kv.build(c.num_layers);
+        let opts = ForwardOptions {
+            logits: Logits::Last,
+            attention: policy.wants_attention(),
+            hidden: false,
+        };
         let mut cache = m.model.new_cache();
         let input = Tensor::<2, Int>::from_data(
             TensorData::new(prompt.clone(), [1, prompt.len()]),
             &device,
         );
         let t = Instant::now();
-        let logits = m.model.forward(input, &mut cache, opts).logits;
-        let mut next = argmax(logits)?;
+        let out = m.model.forward(input, &mut cache, opts);
+        policy::apply(policy.as_mut(), &mut cache, &out.attentions, prompt.len());
+        let mut next = argmax(out.logits)?;
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
         for _ in 0..args.new_tokens {
             let input =
                 Tensor::<2, Int>::from_data(TensorData::new(vec![next as i32], [1, 1]), &device);
-            next = argmax(m.model.forward(input, &mut cache, opts).logits)?;
+            let out = m.model.forward(input, &mut cache, opts);
+            policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
+            next = argmax(out.logits)?;
         }
         best_decode = best_decode.min(t.elapsed().as_secs_f64());
+        cache_bytes = cache.bytes();
     }
     let prefill_tps = args.prompt_tokens as f64 / best_prefill;
     let decode_tps = args.new_tokens as f64 / best_decode;
@@ -141,6 +152,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "decode_tokens_per_second": decode_tps, "peak_rss_mib": rss,
                 "weight_bytes_per_token": weight_bytes, "read_bandwidth_gb_per_second": bandwidth / 1e9,
                 "decode_limit_tokens_per_second": roofline,
+                "kv_policy": args.kv.kv_policy, "kv_cache_bytes": cache_bytes,
             })
         );
     } else {
@@ -155,6 +167,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.new_tokens, args.repeats
         );
         println!("peak RSS:     {rss:.0} MiB (before the bandwidth probe)");
+        println!(
+            "KV cache:     {} KiB at the end ({} policy)",
+            cache_bytes / 1024,
+            args.kv.kv_policy
+        );
         println!(
             "decode limit: {roofline:.1} tok/s = {:.2} GB/s measured read bandwidth / {:.0} MB of f32 weights per token ({:.0}% reached)",
             bandwidth / 1e9,

@@ -41,9 +41,11 @@ pub struct GenerateArgs {
     /// Stop when this string appears (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
-    /// Print prompt/generation token counts and speed to stderr.
+    /// Print prompt/generation token counts, speed and cache size to stderr.
     #[arg(long)]
     verbose: bool,
+    #[command(flatten)]
+    kv: crate::KvArgs,
 }
 
 /// Runs `laconic generate`.
@@ -93,6 +95,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         },
         stop_strings: args.stop.clone(),
         stop_tokens,
+        kv_policy: args.kv.config()?,
     };
     let mut cache = m.model.new_cache();
     let mut stdout = std::io::stdout().lock();

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use laconic_infer::generate::score_text;
+use laconic_infer::generate::score_text_with_policy;
 
 use crate::ModelArgs;
 
@@ -17,12 +17,15 @@ pub struct ScoreArgs {
     /// Print one JSON array of {"id", "token", "logprob"} objects.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    kv: crate::KvArgs,
 }
 
 /// Runs `laconic score`.
 pub fn run(args: ScoreArgs) -> Result<()> {
     let m = super::load_model(&args.model)?;
-    let scores = score_text(&m.model, &m.tokenizer, &args.text)?;
+    let policy = args.kv.config()?;
+    let scores = score_text_with_policy(&m.model, &m.tokenizer, &args.text, &policy)?;
     if args.json {
         println!("{}", serde_json::to_string(&scores)?);
         return Ok(());

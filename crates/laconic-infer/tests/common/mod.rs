@@ -74,6 +74,7 @@ pub fn greedy(m: &LoadedModel, prompt: &[u32], n: usize, stop_at_eos: bool) -> V
         } else {
             vec![]
         },
+        ..Default::default()
     };
     let mut cache = m.model.new_cache();
     generate(&m.model, &m.tokenizer, prompt, &config, &mut cache, |_| {})
