@@ -232,6 +232,24 @@ impl KvCache {
         self.layers.iter().map(LayerCache::bytes).sum()
     }
 
+    /// Forgets every token at position `to` or later, as if they had never been fed.
+    pub fn rewind(&mut self, to: usize) {
+        if to >= self.next_position {
+            return;
+        }
+        for layer in &mut self.layers {
+            let keep: Vec<Vec<usize>> = (0..layer.num_heads())
+                .map(|h| {
+                    let pos = layer.head_positions(h);
+                    (0..pos.len()).filter(|&i| pos[i] < to).collect()
+                })
+                .collect();
+            // Positions grow along the cache, so every head drops the same count from its end.
+            layer.retain_per_head(&keep);
+        }
+        self.next_position = to;
+    }
+
     /// Empties the cache.
     pub fn reset(&mut self) {
         let n = self.layers.len();
@@ -280,6 +298,9 @@ mod tests {
             assert_eq!(cache.bytes(), 2 * 2 * 4);
             if round == 0 {
                 assert_eq!(cache.layer(0).num_heads(), 1);
+                cache.rewind(3);
+                assert_eq!(cache.layer(0).positions(), [0], "position 3 is forgotten");
+                assert_eq!(cache.next_position(), 3);
                 cache.reset();
                 assert!(cache.is_empty() && cache.next_position() == 0);
             }

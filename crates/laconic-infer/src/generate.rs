@@ -136,6 +136,35 @@ pub struct GenerateConfig {
     pub stop_tokens: Vec<u32>,
     /// What the KV cache keeps as it grows.
     pub kv_policy: KvPolicyConfig,
+    /// Budget forcing of the reasoning, if any.
+    pub think: Option<ThinkConfig>,
+}
+
+/// Budget forcing (s1, Muennighoff et al. 2025): generation starts in the reasoning, which
+/// ends when the model writes `end`. At `max_tokens` reasoning tokens, `end` is appended for
+/// the model and it goes on to answer; if the model writes `end` (or a stop token) before
+/// `min_tokens`, that is taken back and `wait` is appended instead, so it keeps reasoning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThinkConfig {
+    /// Most reasoning tokens before `end` is forced.
+    pub max_tokens: Option<usize>,
+    /// Fewest reasoning tokens before the model may end its reasoning.
+    pub min_tokens: usize,
+    /// The end-of-reasoning delimiter (`</think>`, "Final answer:").
+    pub end: String,
+    /// What replaces a premature end ("Wait").
+    pub wait: String,
+}
+
+impl Default for ThinkConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: None,
+            min_tokens: 0,
+            end: "</think>".into(),
+            wait: "Wait".into(),
+        }
+    }
 }
 
 impl Default for GenerateConfig {
@@ -147,6 +176,7 @@ impl Default for GenerateConfig {
             stop_strings: Vec::new(),
             stop_tokens: Vec::new(),
             kv_policy: KvPolicyConfig::Full,
+            think: None,
         }
     }
 }
@@ -197,6 +227,8 @@ pub struct Generation {
     pub prefill_seconds: f64,
     /// Seconds spent decoding after the first token.
     pub decode_seconds: f64,
+    /// Reasoning tokens, when budget forcing was on (0 otherwise).
+    pub think_tokens: usize,
 }
 
 /// Reads one row of logits `[1, 1, vocab]` back to the host.
@@ -251,10 +283,25 @@ pub fn generate(
     let t0 = std::time::Instant::now();
     let mut logits = step(model, prompt, cache, policy.as_mut(), &device);
     let mut prefill_seconds = 0.0;
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<u32> = Vec::new();
     let mut emitted = 0usize;
     let mut text = String::new();
     let mut finish = FinishReason::Length;
+    // Budget forcing: the delimiter's ids, and the state of the reasoning.
+    let think = match &config.think {
+        Some(t) => Some((
+            t,
+            tokenizer.encode(&t.end, false)?,
+            tokenizer.encode(&t.wait, false)?,
+        )),
+        None => None,
+    };
+    let mut thinking = think.is_some();
+    let mut think_tokens = 0usize;
+    let mut holdback = config.stop_strings.clone();
+    if let Some((t, _, _)) = &think {
+        holdback.push(t.end.clone());
+    }
     while tokens.len() < budget {
         let Some(l) = logits.take() else { break };
         let next = sampler.sample(&logits_row(l)?);
@@ -262,6 +309,49 @@ pub fn generate(
             prefill_seconds = t0.elapsed().as_secs_f64();
         }
         tokens.push(next);
+        if let (true, Some((t, end_ids, wait_ids))) = (thinking, &think) {
+            let fed = cache.next_position(); // where `next` would go: it is not fed yet
+            let ends = config.stop_tokens.contains(&next)
+                || (end_ids.len() == 1 && end_ids[0] == next)
+                || tokenizer.decode(&tokens, false)?.contains(t.end.as_str());
+            if ends && think_tokens < t.min_tokens {
+                // Take the delimiter back (the sampled token is not in the cache yet; earlier
+                // ones are), then keep reasoning after `wait`.
+                tokens.pop();
+                let mut dropped = 0;
+                let delimiter = std::slice::from_ref(&t.end);
+                while let Some(text) = (!tokens.is_empty())
+                    .then(|| tokenizer.decode(&tokens, false))
+                    .transpose()?
+                {
+                    // Neither the delimiter nor a start of it may remain.
+                    if !text.contains(t.end.as_str()) && held_back(&text, delimiter) == 0 {
+                        break;
+                    }
+                    tokens.pop();
+                    dropped += 1;
+                }
+                cache.rewind(fed - dropped);
+                think_tokens -= dropped.min(think_tokens);
+                tokens.extend_from_slice(wait_ids);
+                think_tokens += wait_ids.len();
+                logits = step(model, wait_ids, cache, policy.as_mut(), &device);
+                continue;
+            } else if ends {
+                thinking = false;
+            } else {
+                think_tokens += 1;
+                if t.max_tokens.is_some_and(|m| think_tokens >= m) && tokens.len() < budget {
+                    // Out of budget: close the reasoning for the model and let it answer.
+                    thinking = false;
+                    let mut feed = vec![next];
+                    feed.extend_from_slice(end_ids);
+                    tokens.extend_from_slice(end_ids);
+                    logits = step(model, &feed, cache, policy.as_mut(), &device);
+                    continue;
+                }
+            }
+        }
         if config.stop_tokens.contains(&next) {
             finish = FinishReason::Stop;
             break;
@@ -279,7 +369,7 @@ pub fn generate(
         }
         // Emit what is final: not a dangling partial UTF-8 sequence, not a possible stop prefix.
         if !text.ends_with('\u{FFFD}') {
-            let end = text.len() - held_back(&text, &config.stop_strings);
+            let end = text.len() - held_back(&text, &holdback);
             if end > emitted && text.is_char_boundary(end) {
                 on_text(&text[emitted..end]);
                 emitted = end;
@@ -303,6 +393,7 @@ pub fn generate(
         prompt_tokens: prompt.len(),
         prefill_seconds,
         decode_seconds: total - prefill_seconds,
+        think_tokens,
     })
 }
 

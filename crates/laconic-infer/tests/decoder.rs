@@ -243,3 +243,106 @@ fn sampling_is_seeded() {
         "sampling equals greedy every time"
     );
 }
+
+#[test]
+fn think_budget_forces_the_end_and_min_think_forces_wait() {
+    use laconic_infer::generate::ThinkConfig;
+    let m = load(&fixtures().join("llama"));
+    let prompt = m
+        .tokenizer
+        .encode("Once upon a time", false)
+        .expect("encode");
+    let base = GenerateConfig {
+        max_new_tokens: 24,
+        ..Default::default()
+    };
+    let mut cache = m.model.new_cache();
+    let free =
+        generate(&m.model, &m.tokenizer, &prompt, &base, &mut cache, |_| {}).expect("generate");
+
+    // --think-budget 5 with an end delimiter the model never writes by itself here.
+    let end = " THE END.".to_string();
+    assert!(!free.text.contains(&end));
+    let end_ids = m.tokenizer.encode(&end, false).expect("encode");
+    let config = GenerateConfig {
+        think: Some(ThinkConfig {
+            max_tokens: Some(5),
+            end: end.clone(),
+            ..Default::default()
+        }),
+        ..base.clone()
+    };
+    let mut cache = m.model.new_cache();
+    let g =
+        generate(&m.model, &m.tokenizer, &prompt, &config, &mut cache, |_| {}).expect("generate");
+    assert_eq!(g.think_tokens, 5);
+    assert_eq!(
+        g.tokens[..5],
+        free.tokens[..5],
+        "the reasoning is the model's own until the budget"
+    );
+    assert_eq!(
+        g.tokens[5..5 + end_ids.len()],
+        end_ids[..],
+        "then the delimiter is appended"
+    );
+    assert!(g.text.contains(&end));
+    assert_eq!(cache.next_position(), prompt.len() + g.tokens.len() - 1);
+
+    // --min-think 20 with a delimiter the model writes early: it is taken back for "Wait".
+    // The first clean ASCII word after the start, so that the delimiter is plain text.
+    let word = free
+        .text
+        .split_whitespace()
+        .skip(1)
+        .find(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| panic!("no plain word in {:?}", free.text));
+    let end = format!(" {word}");
+    let cut = free.text.find(&end).expect("delimiter occurs");
+    let config = GenerateConfig {
+        think: Some(ThinkConfig {
+            min_tokens: 20,
+            end: end.clone(),
+            wait: " Wait".into(),
+            ..Default::default()
+        }),
+        ..base
+    };
+    let mut cache = m.model.new_cache();
+    let mut streamed = String::new();
+    let g = generate(&m.model, &m.tokenizer, &prompt, &config, &mut cache, |t| {
+        streamed.push_str(t)
+    })
+    .expect("generate");
+    let wait = g.text.find(" Wait").unwrap_or_else(|| {
+        panic!(
+            "no Wait: free {:?} end {end:?} got {:?} think {}",
+            free.text, g.text, g.think_tokens
+        )
+    });
+    // Everything before "Wait" is the model's own text, cut before the delimiter (at a token
+    // boundary, so possibly a little earlier).
+    assert!(
+        free.text[..cut].starts_with(&g.text[..wait]),
+        "{:?} vs {:?}",
+        g.text,
+        free.text
+    );
+    assert!(
+        !g.text[..wait].contains(&end),
+        "the premature delimiter was taken back"
+    );
+    assert!(
+        g.think_tokens >= 20 || g.tokens.len() == 24,
+        "reasoning ended early: {g:?}"
+    );
+    assert_eq!(
+        streamed, g.text,
+        "the stream never showed the taken-back delimiter"
+    );
+    assert_eq!(
+        cache.next_position(),
+        prompt.len() + g.tokens.len() - 1,
+        "the cache holds exactly the kept tokens"
+    );
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use laconic_infer::chat::Message;
-use laconic_infer::generate::{GenerateConfig, SamplingConfig, generate};
+use laconic_infer::generate::{GenerateConfig, SamplingConfig, ThinkConfig, generate};
 
 use crate::ModelArgs;
 
@@ -46,6 +46,19 @@ pub struct GenerateArgs {
     verbose: bool,
     #[command(flatten)]
     kv: crate::KvArgs,
+    /// End the reasoning after N tokens by appending the end-of-thinking delimiter, then let
+    /// the model answer (s1 budget forcing).
+    #[arg(long)]
+    think_budget: Option<usize>,
+    /// If the model ends its reasoning before M tokens, take that back and append --think-wait.
+    #[arg(long, default_value_t = 0)]
+    min_think: usize,
+    /// The end-of-thinking delimiter.
+    #[arg(long, default_value = "</think>")]
+    think_end: String,
+    /// What replaces a premature end of reasoning.
+    #[arg(long, default_value = "Wait")]
+    think_wait: String,
 }
 
 /// Runs `laconic generate`.
@@ -96,6 +109,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_strings: args.stop.clone(),
         stop_tokens,
         kv_policy: args.kv.config()?,
+        think: (args.think_budget.is_some() || args.min_think > 0).then(|| ThinkConfig {
+            max_tokens: args.think_budget,
+            min_tokens: args.min_think,
+            end: args.think_end.clone(),
+            wait: args.think_wait.clone(),
+        }),
     };
     let mut cache = m.model.new_cache();
     let mut stdout = std::io::stdout().lock();
@@ -114,8 +133,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.verbose {
         let n = out.tokens.len();
         eprintln!(
-            "[{} prompt tokens, {n} generated, {:?}; prefill {:.1} tok/s, decode {:.1} tok/s, cache {} KiB]",
+            "[{} prompt tokens, {n} generated ({} reasoning), {:?}; prefill {:.1} tok/s, decode {:.1} tok/s, cache {} KiB]",
             out.prompt_tokens,
+            out.think_tokens,
             out.finish_reason,
             out.prompt_tokens as f64 / out.prefill_seconds.max(1e-9),
             (n.saturating_sub(1)) as f64 / out.decode_seconds.max(1e-9),
