@@ -160,6 +160,13 @@ impl LayerCache {
         }
     }
 
+    /// Repeats a batch-1 cache `n` times along the batch, so that `n` sequences continue
+    /// from one shared prompt.
+    pub fn repeat_batch(&mut self, n: usize) {
+        self.keys = self.keys.take().map(|k| k.repeat_dim(0, n));
+        self.values = self.values.take().map(|v| v.repeat_dim(0, n));
+    }
+
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
         let size = |t: &Option<Tensor<4>>| {
@@ -230,6 +237,11 @@ impl KvCache {
     /// Bytes held by all layers.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(LayerCache::bytes).sum()
+    }
+
+    /// Repeats a batch-1 cache `n` times along the batch (see [`LayerCache::repeat_batch`]).
+    pub fn repeat_batch(&mut self, n: usize) {
+        self.layers.iter_mut().for_each(|l| l.repeat_batch(n));
     }
 
     /// Forgets every token at position `to` or later, as if they had never been fed.

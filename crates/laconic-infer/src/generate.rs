@@ -182,7 +182,7 @@ impl Default for GenerateConfig {
 }
 
 /// One forward pass of `ids` followed by the policy's look at the cache; returns the logits.
-fn step(
+pub(crate) fn step(
     model: &Model,
     ids: &[u32],
     cache: &mut KvCache,
@@ -232,7 +232,7 @@ pub struct Generation {
 }
 
 /// Reads one row of logits `[1, 1, vocab]` back to the host.
-fn logits_row(t: Tensor<3>) -> Result<Vec<f32>> {
+pub(crate) fn logits_row(t: Tensor<3>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
         .map_err(|e| InferError::TensorData(format!("{e:?}")))

@@ -34,6 +34,7 @@ pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod model;
+pub mod parallel;
 pub mod policy;
 pub mod rope;
 pub mod safetensors;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use laconic_infer::chat::Message;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig, ThinkConfig, generate};
+use laconic_infer::parallel::generate_samples;
 
 use crate::ModelArgs;
 
@@ -59,6 +60,11 @@ pub struct GenerateArgs {
     /// What replaces a premature end of reasoning.
     #[arg(long, default_value = "Wait")]
     think_wait: String,
+    /// Draw N samples that share the prompt's prefill, decode them as one batch, and
+    /// majority-vote their answers; prints the chosen sample and the vote (all samples with
+    /// --verbose, on stderr).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
 }
 
 /// Runs `laconic generate`.
@@ -116,6 +122,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             wait: args.think_wait.clone(),
         }),
     };
+    if args.samples > 1 {
+        return print_vote(&m, &prompt, &config, &args);
+    }
     let mut cache = m.model.new_cache();
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
@@ -141,6 +150,39 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             (n.saturating_sub(1)) as f64 / out.decode_seconds.max(1e-9),
             cache.bytes() / 1024
         );
+    }
+    Ok(())
+}
+
+/// `--samples N`: the batch of samples, voted.
+fn print_vote(
+    m: &laconic_infer::LoadedModel,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    args: &GenerateArgs,
+) -> Result<()> {
+    let t = std::time::Instant::now();
+    let vote = generate_samples(&m.model, &m.tokenizer, prompt, config, args.samples)?;
+    let wall = t.elapsed().as_secs_f64();
+    if args.verbose {
+        for (i, s) in vote.samples.iter().enumerate() {
+            eprintln!(
+                "--- sample {i}: answer {:?}, mean logprob {:.3}, {} tokens ({} reasoning), {:?}\n{}",
+                s.answer,
+                s.mean_logprob,
+                s.generation.tokens.len(),
+                s.generation.think_tokens,
+                s.generation.finish_reason,
+                s.generation.text
+            );
+        }
+        eprintln!("[{} samples in {wall:.2} s]", args.samples);
+    }
+    let chosen = &vote.samples[vote.chosen];
+    println!("{}", chosen.generation.text);
+    match &vote.answer {
+        Some(a) => println!("answer: {a} ({}/{} votes)", vote.votes, args.samples),
+        None => println!("answer: none extracted ({} samples)", args.samples),
     }
     Ok(())
 }
