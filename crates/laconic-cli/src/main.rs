@@ -25,6 +25,11 @@ struct ModelArgs {
     /// Compute device: flex (CPU, default), cuda, wgpu or tch (each GPU backend needs its cargo feature).
     #[arg(long, default_value = "flex")]
     device: String,
+    /// How projection weights are held on the CPU: auto (GGUF Q8_0/Q4_0/Q4_1 stay quantized,
+    /// the rest f32), f32, q8_0 (int8, a scale per 32), int8 (a scale per output channel) or
+    /// int4 (4-bit blocks of 32). Quantized weights decode through laconic's own SIMD kernel.
+    #[arg(long, default_value = "auto")]
+    weights: String,
 }
 
 /// KV-cache eviction, shared by every command that decodes.
@@ -83,6 +88,10 @@ enum Command {
     #[command(after_help = "Example:
   laconic bench --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 128 --new-tokens 64")]
     Bench(commands::bench::BenchArgs),
+    /// Compare KV eviction policies and budgets: perplexity and greedy agreement with the full cache.
+    #[command(after_help = "Example:
+  laconic kv-eval --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --data ../shared/data/gsm8k/test.jsonl --budgets 64,128,256")]
+    KvEval(commands::kv_eval::KvEvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +101,7 @@ fn main() -> ExitCode {
         Command::Score(a) => commands::score::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::KvEval(a) => commands::kv_eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

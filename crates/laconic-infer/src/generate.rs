@@ -461,6 +461,20 @@ pub fn score_ids_with_policy(
     if *kv_policy == KvPolicyConfig::Full {
         return score_ids(model, ids);
     }
+    Ok(step_through(model, ids, kv_policy)?
+        .into_iter()
+        .map(|(lp, _)| lp)
+        .collect())
+}
+
+/// Feeds `ids` one token at a time under `kv_policy` and returns, per token, its
+/// log-probability given the tokens before it (`None` for the first) and the model's argmax
+/// prediction at the position before it (0 for the first): what KV-policy evaluations need.
+pub fn step_through(
+    model: &Model,
+    ids: &[u32],
+    kv_policy: &KvPolicyConfig,
+) -> Result<Vec<(Option<f32>, u32)>> {
     kv_policy.validate()?;
     let context = model.config().max_position_embeddings;
     if ids.len() > context {
@@ -477,18 +491,28 @@ pub fn score_ids_with_policy(
     for (i, &id) in ids.iter().enumerate() {
         let logits = step(model, &[id], &mut cache, policy.as_mut(), &device);
         if i == 0 {
-            out.push(None);
+            out.push((None, 0));
         }
         if let (Some(next), Some(l)) = (ids.get(i + 1), logits) {
             let row = logits_row(l)?;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let (argmax, max) =
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (j, &x)| if x > b.1 { (j, x) } else { b },
+                    );
+            let max = max as f64;
             let lse = max
                 + row
                     .iter()
                     .map(|&x| (x as f64 - max).exp())
                     .sum::<f64>()
                     .ln();
-            out.push(Some((row[*next as usize] as f64 - lse) as f32));
+            out.push((
+                Some((row[*next as usize] as f64 - lse) as f32),
+                argmax as u32,
+            ));
         }
     }
     Ok(out)

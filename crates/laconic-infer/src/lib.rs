@@ -36,10 +36,12 @@ pub mod loader;
 pub mod model;
 pub mod parallel;
 pub mod policy;
+pub mod qmatrix;
 pub mod rope;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;
 
 pub use error::{InferError, Result};
-pub use loader::{LoadedModel, ModelInfo, load, load_config};
+pub use loader::{LoadedModel, ModelInfo, load, load_config, load_with};
+pub use model::WeightFormat;

@@ -9,7 +9,7 @@ use crate::chat::ChatTemplate;
 use crate::config::{ModelConfig, read_hf_config};
 use crate::error::{InferError, Result};
 use crate::gguf::{GgufFile, GgufValue};
-use crate::model::Model;
+use crate::model::{Model, WeightFormat};
 use crate::safetensors::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{GgufSource, gguf_config};
@@ -87,17 +87,23 @@ fn no_config(path: &Path) -> InferError {
     }
 }
 
-/// Loads a model from a Hugging Face directory or a GGUF file onto `device`.
+/// Loads a model from a Hugging Face directory or a GGUF file onto `device`, with
+/// [`WeightFormat::Auto`]: GGUF `Q8_0`/`Q4_0`/`Q4_1` weights stay quantized on the CPU.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_with(path, device, WeightFormat::Auto)
+}
+
+/// Loads a model as [`load`] does, holding its projection weights as `weights` says.
+pub fn load_with(path: &Path, device: &Device, weights: WeightFormat) -> Result<LoadedModel> {
     if !path.exists() {
         return Err(InferError::NotFound(path.to_path_buf()));
     }
     if path.is_dir() {
-        load_hf_dir(path, device)
+        load_hf_dir(path, device, weights)
     } else if is_gguf(path)? {
-        load_gguf(path, device)
+        load_gguf(path, device, weights)
     } else if path.file_name().is_some_and(|n| n == "config.json") {
-        load_hf_dir(path.parent().unwrap_or(Path::new(".")), device)
+        load_hf_dir(path.parent().unwrap_or(Path::new(".")), device, weights)
     } else {
         Err(InferError::UnrecognizedModel {
             path: path.to_path_buf(),
@@ -107,7 +113,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     }
 }
 
-fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+fn load_gguf(path: &Path, device: &Device, weights: WeightFormat) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;
     let config = gguf_config(&file)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
@@ -143,7 +149,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         has_chat_template: chat_template.is_some(),
     };
     let source = GgufSource::new(file, &config);
-    let model = Model::load(config, &source, device)?;
+    let model = Model::load_with(config, &source, device, weights)?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -165,7 +171,7 @@ fn token_field(v: Option<&Value>) -> String {
     }
 }
 
-fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
+fn load_hf_dir(dir: &Path, device: &Device, weights: WeightFormat) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
         return Err(no_config(dir));
@@ -208,14 +214,14 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
         )?),
         None => None,
     };
-    let weights = SafetensorsDir::open(dir)?;
+    let source = SafetensorsDir::open(dir)?;
     let info = ModelInfo {
         path: dir.to_path_buf(),
         format: Format::Safetensors,
-        tensor_types: weights.dtype_counts(),
+        tensor_types: source.dtype_counts(),
         has_chat_template: chat_template.is_some(),
     };
-    let model = Model::load(config, &weights, device)?;
+    let model = Model::load_with(config, &source, device, weights)?;
     Ok(LoadedModel {
         model,
         tokenizer,

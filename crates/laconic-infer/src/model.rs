@@ -11,8 +11,10 @@
 //! eviction policies, labelers and small heads need. The model is plain Burn modules with
 //! `Param` tensors, so the trainer runs the same code under autodiff.
 
+use std::sync::Arc;
+
 use burn::module::Param;
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::attention;
@@ -21,8 +23,134 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::cache::{KvCache, LayerCache};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::qmatrix::{MAX_KERNEL_ROWS, QFormat, QMatrix};
 use crate::rope::Rope;
 use crate::weights::WeightSource;
+
+/// How a model holds its projection weights in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// On the CPU, GGUF `Q8_0`, `Q4_0` and `Q4_1` tensors stay quantized as they are in the
+    /// file; everything else (and everything on other devices) is f32.
+    #[default]
+    Auto,
+    /// Every weight dequantized to f32 (what training needs).
+    F32,
+    /// Every projection and the output head quantized to int8 with a scale per block of 32
+    /// (GGUF's `Q8_0`).
+    Q8_0,
+    /// Every projection and the output head quantized to int8 with a scale per output
+    /// channel.
+    Int8,
+    /// Every projection and the output head quantized to 4 bits per value, blocks of 32 with
+    /// one scale (GGUF's `Q4_0`).
+    Int4,
+}
+
+impl WeightFormat {
+    /// Parses `auto`, `f32`, `q8_0`, `int8`, `int4`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auto" => Self::Auto,
+            "f32" => Self::F32,
+            "q8_0" => Self::Q8_0,
+            "int8" => Self::Int8,
+            "int4" | "q4_0" => Self::Int4,
+            _ => return None,
+        })
+    }
+
+    /// The format every projection is quantized to, if this mode quantizes f32 weights.
+    fn quantize_to(self) -> Option<QFormat> {
+        match self {
+            Self::Q8_0 => Some(QFormat::Int8 { block: 32 }),
+            Self::Int8 => Some(QFormat::Int8 { block: usize::MAX }),
+            Self::Int4 => Some(QFormat::Q4_0),
+            Self::Auto | Self::F32 => None,
+        }
+    }
+}
+
+/// A linear layer `y = x Wᵀ + b` whose weight is a dense Burn parameter or a [`QMatrix`] kept
+/// quantized in memory.
+///
+/// With a quantized weight, a few input rows (decode steps, parallel samples) go through
+/// [`QMatrix::matmul`], which reads the packed weight directly; longer inputs (a prefill) and
+/// autodiff dequantize it for one dense matmul.
+#[derive(Module, Debug)]
+pub struct Proj {
+    /// Dense weight `[d_in, d_out]` (Burn's layout); `None` when the weight is quantized.
+    pub weight: Option<Param<Tensor<2>>>,
+    /// Bias `[d_out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    quant: Option<Arc<QMatrix>>,
+}
+
+impl Proj {
+    /// A dense layer from Burn-layout weight `[d_in, d_out]`.
+    pub fn dense(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight: Some(Param::from_tensor(weight)),
+            bias: bias.map(Param::from_tensor),
+            quant: None,
+        }
+    }
+
+    /// A layer whose weight stays quantized.
+    pub fn quantized(weight: QMatrix, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight: None,
+            bias: bias.map(Param::from_tensor),
+            quant: Some(Arc::new(weight)),
+        }
+    }
+
+    /// The quantized weight, if the layer keeps one.
+    pub fn quant(&self) -> Option<&QMatrix> {
+        self.quant.as_deref()
+    }
+
+    /// Bytes of weight (and bias) held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let dense = self
+            .weight
+            .as_ref()
+            .map_or(0, |w| 4 * w.val().dims().iter().product::<usize>());
+        let bias = self.bias.as_ref().map_or(0, |b| 4 * b.val().dims()[0]);
+        dense + bias + self.quant.as_ref().map_or(0, |q| q.bytes())
+    }
+
+    /// Applies the layer to `[n, d_in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = match (&self.weight, &self.quant) {
+            (Some(w), _) => x.matmul(w.val()),
+            (None, Some(q)) => quant_forward(q, x),
+            (None, None) => unreachable!("a Proj holds a dense or a quantized weight"),
+        };
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+/// `x Wᵀ` with a quantized `W`: the packed kernel for a few rows, a dequantized matmul else.
+fn quant_forward(q: &QMatrix, x: Tensor<2>) -> Tensor<2> {
+    let [m, k] = x.dims();
+    let n = q.rows();
+    let device = x.device();
+    if m <= 4 * MAX_KERNEL_ROWS
+        && !device.is_autodiff()
+        && let Ok(xs) = x.clone().into_data().convert::<f32>().try_into_vec::<f32>()
+    {
+        let mut y = vec![0f32; m * n];
+        q.matmul(&xs, m, &mut y);
+        return Tensor::from_data(TensorData::new(y, [m, n]), &device);
+    }
+    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), [n, k]), &device);
+    x.matmul(w.transpose())
+}
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,13 +190,13 @@ pub struct ForwardOutput {
 #[derive(Module, Debug)]
 pub struct Attention {
     /// Query projection.
-    pub q_proj: Linear,
+    pub q_proj: Proj,
     /// Key projection.
-    pub k_proj: Linear,
+    pub k_proj: Proj,
     /// Value projection.
-    pub v_proj: Linear,
+    pub v_proj: Proj,
     /// Output projection.
-    pub o_proj: Linear,
+    pub o_proj: Proj,
     /// Per-head query norm (Qwen3).
     pub q_norm: Option<RmsNorm>,
     /// Per-head key norm (Qwen3).
@@ -82,7 +210,7 @@ pub struct Attention {
 ///
 /// Burn's `linear` on a 3-D input takes a batched-matmul path that is about 10x slower on
 /// flex than the 2-D gemm at decode shapes (measured: 0.21 ms vs 0.02 ms for 576x576).
-fn project(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+fn project(layer: &Proj, x: Tensor<3>) -> Tensor<3> {
     let [b, s, d] = x.dims();
     let y = layer.forward(x.reshape([b * s, d]));
     let n = y.dims()[1];
@@ -167,11 +295,11 @@ impl Attention {
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection.
-    pub gate_proj: Linear,
+    pub gate_proj: Proj,
     /// Up projection.
-    pub up_proj: Linear,
+    pub up_proj: Proj,
     /// Down projection.
-    pub down_proj: Linear,
+    pub down_proj: Proj,
 }
 
 impl Mlp {
@@ -204,8 +332,9 @@ pub struct Model {
     pub layers: Vec<DecoderLayer>,
     /// Final norm.
     pub norm: RmsNorm,
-    /// Output head; `None` when tied to the embedding.
-    pub lm_head: Option<Linear>,
+    /// Output head; `None` when tied to the embedding (and kept dense). A tied head whose
+    /// embedding is quantized in the file gets its own quantized copy here.
+    pub lm_head: Option<Proj>,
     #[module(skip)]
     config: ModelConfig,
     #[module(skip)]
@@ -216,6 +345,36 @@ impl Model {
     /// The configuration the model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Bytes of weights that one decode step reads: every projection as held in memory
+    /// (quantized or f32), the output head (the embedding when tied and dense), and the norms.
+    /// This over the machine's memory bandwidth is the decode speed limit.
+    pub fn decode_weight_bytes(&self) -> usize {
+        let norm = |n: &RmsNorm| 4 * n.gamma.val().dims()[0];
+        let mut bytes = norm(&self.norm);
+        for l in &self.layers {
+            let a = &l.self_attn;
+            bytes += [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                .into_iter()
+                .chain([&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
+                .map(Proj::weight_bytes)
+                .sum::<usize>();
+            bytes += norm(&l.input_layernorm) + norm(&l.post_attention_layernorm);
+        }
+        bytes
+            + match &self.lm_head {
+                Some(h) => h.weight_bytes(),
+                None => {
+                    4 * self
+                        .embed_tokens
+                        .weight
+                        .val()
+                        .dims()
+                        .iter()
+                        .product::<usize>()
+                }
+            }
     }
 
     /// A fresh cache sized for this model.
@@ -278,30 +437,66 @@ impl Model {
         }
     }
 
-    /// Builds the model from named weights in Hugging Face layout.
+    /// Builds the model from named weights in Hugging Face layout, with
+    /// [`WeightFormat::Auto`].
     pub fn load(config: ModelConfig, source: &dyn WeightSource, device: &Device) -> Result<Self> {
+        Self::load_with(config, source, device, WeightFormat::Auto)
+    }
+
+    /// Builds the model from named weights in Hugging Face layout, holding the projection
+    /// weights as `weights` says. Quantized storage is a CPU (flex) feature: on any other
+    /// device every weight is f32.
+    pub fn load_with(
+        config: ModelConfig,
+        source: &dyn WeightSource,
+        device: &Device,
+        weights: WeightFormat,
+    ) -> Result<Self> {
         let c = &config;
         let (hd, q_out, kv_out) = (
             c.hidden_size,
             c.num_heads * c.head_dim,
             c.num_kv_heads * c.head_dim,
         );
+        let weights = if *device == Device::flex() {
+            weights
+        } else {
+            WeightFormat::F32
+        };
         let vec1 = |name: &str, n: usize| -> Result<Tensor<1>> {
             let data = source.tensor(name, &[n])?;
             Ok(Tensor::from_data(TensorData::new(data, [n]), device))
         };
-        // HF stores linear weights as [out, in]; Burn's Linear multiplies by [in, out].
-        let linear = |name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<Linear> {
-            let w = source.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
-            let w = Tensor::<2>::from_data(TensorData::new(w, [d_out, d_in]), device).transpose();
+        // A projection's weight `[d_out, d_in]` (HF layout) as the weight format asks: the
+        // file's own quantized blocks, a quantization of the f32 values, or f32 (`Err(data)`).
+        let weight = |name: &str,
+                      d_in: usize,
+                      d_out: usize|
+         -> Result<std::result::Result<QMatrix, Vec<f32>>> {
+            if weights == WeightFormat::Auto
+                && let Some(q) = source.quantized(name, &[d_out, d_in])?
+            {
+                return Ok(Ok(q));
+            }
+            let w = source.tensor(name, &[d_out, d_in])?;
+            Ok(match weights.quantize_to() {
+                Some(f) => QMatrix::quantize(&w, d_out, d_in, f).ok_or(w),
+                None => Err(w),
+            })
+        };
+        // HF stores linear weights as [out, in]; the dense Proj multiplies by [in, out].
+        let linear = |name: &str, d_in: usize, d_out: usize, bias: bool| -> Result<Proj> {
             let bias = if bias {
-                Some(Param::from_tensor(vec1(&format!("{name}.bias"), d_out)?))
+                Some(vec1(&format!("{name}.bias"), d_out)?)
             } else {
                 None
             };
-            Ok(Linear {
-                weight: Param::from_tensor(w),
-                bias,
+            Ok(match weight(&format!("{name}.weight"), d_in, d_out)? {
+                Ok(q) => Proj::quantized(q, bias),
+                Err(w) => Proj::dense(
+                    Tensor::<2>::from_data(TensorData::new(w, [d_out, d_in]), device).transpose(),
+                    bias,
+                ),
             })
         };
         let norm = |name: &str, n: usize, eps: f64| -> Result<RmsNorm> {
@@ -311,7 +506,15 @@ impl Model {
             })
         };
         let eps = c.rms_norm_eps;
-        let embed = source.tensor("model.embed_tokens.weight", &[c.vocab_size, hd])?;
+        let mut embed = source.tensor("model.embed_tokens.weight", &[c.vocab_size, hd])?;
+        // Quantizing modes quantize the embedding as GGUF files do: the lookup reads its
+        // dequantized values, and a tied head multiplies by the packed blocks.
+        let quantized_embed = weights
+            .quantize_to()
+            .and_then(|f| QMatrix::quantize(&embed, c.vocab_size, hd, f));
+        if let Some(q) = &quantized_embed {
+            embed = q.dequantize();
+        }
         let embed_tokens = Embedding {
             weight: Param::from_tensor(Tensor::from_data(
                 TensorData::new(embed, [c.vocab_size, hd]),
@@ -362,7 +565,13 @@ impl Model {
             });
         }
         let lm_head = if c.tie_word_embeddings {
-            None
+            // The tied head reads the embedding; quantized, it gets its own packed copy.
+            let tied = if weights == WeightFormat::Auto {
+                source.quantized("model.embed_tokens.weight", &[c.vocab_size, hd])?
+            } else {
+                quantized_embed
+            };
+            tied.map(|q| Proj::quantized(q, None))
         } else {
             Some(linear("lm_head", hd, c.vocab_size, false)?)
         };

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Family, ModelConfig, RopeConfig, RopeScaling};
 use crate::error::{InferError, Result};
 use crate::gguf::{GgufFile, GgufValue};
+use crate::qmatrix::QMatrix;
 use crate::safetensors::SafetensorsDir;
 
 /// Named f32 tensors in Hugging Face naming and layout.
@@ -22,6 +23,14 @@ pub trait WeightSource {
     /// The tensor `name` as f32, checked to have `shape`. A missing tensor or a wrong shape is
     /// an error naming the file and the tensor.
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// The 2-D tensor `name` (`[rows, cols]`, Hugging Face layout) in the quantized form the
+    /// source stores it in, if that is one [`QMatrix`] can hold without dequantizing;
+    /// `Ok(None)` otherwise (the caller then asks [`WeightSource::tensor`]).
+    fn quantized(&self, name: &str, shape: &[usize]) -> Result<Option<QMatrix>> {
+        let _ = (name, shape);
+        Ok(None)
+    }
 }
 
 fn check_shape(path: &Path, name: &str, found: Vec<usize>, expected: &[usize]) -> Result<()> {
@@ -106,6 +115,22 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{short}.{suffix}"))
 }
 
+/// The row order that undoes llama.cpp's q/k `permute` for `rows` rows in `n_head` heads:
+/// row `i` of Hugging Face's layout is row `perm[i]` of the file.
+fn unpermute_order(rows: usize, n_head: usize) -> Vec<usize> {
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut perm = vec![0; rows];
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                perm[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
+            }
+        }
+    }
+    perm
+}
+
 /// Undoes llama.cpp's `permute` of q/k rows: within each head, row `2i + j` of the file is
 /// row `j * d/2 + i` of Hugging Face's layout. `cols` is 1 for a bias.
 fn unpermute(data: &[f32], n_head: usize, cols: usize) -> Vec<f32> {
@@ -151,6 +176,35 @@ impl WeightSource for GgufSource {
             }
         }
         Ok(data)
+    }
+
+    fn quantized(&self, name: &str, shape: &[usize]) -> Result<Option<QMatrix>> {
+        let Some(gname) = gguf_name(name) else {
+            return Ok(None);
+        };
+        let Some(info) = self.file.tensor_info(&gname) else {
+            return Ok(None);
+        };
+        if shape.len() != 2 || info.shape() != shape {
+            return Ok(None); // `tensor` reports the mismatch
+        }
+        let bytes = self.file.tensor_bytes(info)?;
+        let Some(q) = QMatrix::from_ggml(info.ty, bytes, shape[0], shape[1]) else {
+            return Ok(None);
+        };
+        if self.family == Family::Llama {
+            if gname.ends_with("attn_q.weight") {
+                return Ok(Some(
+                    q.permute_rows(&unpermute_order(shape[0], self.num_heads)),
+                ));
+            }
+            if gname.ends_with("attn_k.weight") {
+                return Ok(Some(
+                    q.permute_rows(&unpermute_order(shape[0], self.num_kv_heads)),
+                ));
+            }
+        }
+        Ok(Some(q))
     }
 }
 
@@ -307,5 +361,12 @@ mod tests {
             }
         }
         assert_eq!(unpermute(&stored, n_head, cols), hf);
+        // The row order used for quantized tensors agrees with the f32 unpermute.
+        let order = unpermute_order(n_head * hd, n_head);
+        let by_order: Vec<f32> = order
+            .iter()
+            .flat_map(|&r| stored[r * cols..(r + 1) * cols].to_vec())
+            .collect();
+        assert_eq!(by_order, hf);
     }
 }

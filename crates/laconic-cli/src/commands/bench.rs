@@ -29,6 +29,9 @@ pub struct BenchArgs {
     json: bool,
     #[command(flatten)]
     kv: crate::KvArgs,
+    /// Decode this many sequences as one batch after a shared prefill (as `generate --samples`).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
 }
 
 /// Bytes read by the bandwidth probe (large enough to defeat every cache level).
@@ -75,8 +78,8 @@ fn peak_rss() -> Option<u64> {
 
 /// Runs `laconic bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.prompt_tokens == 0 || args.repeats == 0 {
-        bail!("--prompt-tokens and --repeats must be positive");
+    if args.prompt_tokens == 0 || args.repeats == 0 || args.samples == 0 {
+        bail!("--prompt-tokens, --repeats and --samples must be positive");
     }
     let t_load = Instant::now();
     let m = super::load_model(&args.model)?;
@@ -115,12 +118,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let t = Instant::now();
         let out = m.model.forward(input, &mut cache, opts);
         policy::apply(policy.as_mut(), &mut cache, &out.attentions, prompt.len());
-        let mut next = argmax(out.logits)?;
+        let first = argmax(out.logits)?;
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
+        // --samples N: the prompt's cache is shared, N sequences decode as one batch.
+        cache.repeat_batch(args.samples);
+        let mut next = vec![first[0]; args.samples];
         for _ in 0..args.new_tokens {
-            let input =
-                Tensor::<2, Int>::from_data(TensorData::new(vec![next as i32], [1, 1]), &device);
+            let input = Tensor::<2, Int>::from_data(
+                TensorData::new(
+                    next.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+                    [args.samples, 1],
+                ),
+                &device,
+            );
             let out = m.model.forward(input, &mut cache, opts);
             policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
             next = argmax(out.logits)?;
@@ -131,15 +142,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let prefill_tps = args.prompt_tokens as f64 / best_prefill;
     let decode_tps = args.new_tokens as f64 / best_decode;
     let rss = peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0);
-    // Decode reads every weight once per token: the f32 weights the model holds in memory
-    // (the embedding once, through the output head when tied; one row of it otherwise).
-    let weight_bytes = (c.num_parameters()
-        - if c.tie_word_embeddings {
-            0
-        } else {
-            c.vocab_size * c.hidden_size
-        })
-        * 4;
+    // Decode reads every weight once per token, as the model holds it (quantized or f32).
+    let weight_bytes = m.model.decode_weight_bytes();
     let bandwidth = read_bandwidth();
     let roofline = bandwidth / weight_bytes as f64;
     if args.json {
@@ -152,7 +156,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "decode_tokens_per_second": decode_tps, "peak_rss_mib": rss,
                 "weight_bytes_per_token": weight_bytes, "read_bandwidth_gb_per_second": bandwidth / 1e9,
                 "decode_limit_tokens_per_second": roofline,
-                "kv_policy": args.kv.kv_policy, "kv_cache_bytes": cache_bytes,
+                "kv_policy": args.kv.kv_policy, "kv_cache_bytes": cache_bytes, "samples": args.samples,
             })
         );
     } else {
@@ -163,8 +167,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.prompt_tokens, args.repeats
         );
         println!(
-            "decode:       {decode_tps:.1} tok/s ({} tokens, best of {})",
-            args.new_tokens, args.repeats
+            "decode:       {decode_tps:.1} steps/s ({} steps of {} sequence(s), best of {}: {:.3} s)",
+            args.new_tokens, args.samples, args.repeats, best_decode
         );
         println!("peak RSS:     {rss:.0} MiB (before the bandwidth probe)");
         println!(
@@ -182,7 +186,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn argmax(logits: Option<Tensor<3>>) -> Result<u32> {
+/// The argmax token of each sequence's last logits `[n, 1, vocab]`.
+fn argmax(logits: Option<Tensor<3>>) -> Result<Vec<u32>> {
     let Some(l) = logits else {
         bail!("the model returned no logits")
     };
@@ -191,5 +196,5 @@ fn argmax(logits: Option<Tensor<3>>) -> Result<u32> {
         .into_data()
         .try_into_vec()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(v.first().copied().unwrap_or(0) as u32)
+    Ok(v.into_iter().map(|t| t as u32).collect())
 }

@@ -3,16 +3,23 @@
 pub mod bench;
 pub mod generate;
 pub mod inspect;
+pub mod kv_eval;
 pub mod score;
 
-use anyhow::{Context, Result};
-use laconic_infer::LoadedModel;
+use anyhow::{Context, Result, anyhow};
+use laconic_infer::{LoadedModel, WeightFormat};
 
 use crate::ModelArgs;
 
 /// Loads the model that `--model` names onto the `--device`.
 pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
     let device = crate::device::parse(&args.device)?;
-    laconic_infer::load(&args.model, &device)
+    let weights = WeightFormat::parse(&args.weights).ok_or_else(|| {
+        anyhow!(
+            "unknown --weights '{}' (choose auto, f32, q8_0, int8 or int4)",
+            args.weights
+        )
+    })?;
+    laconic_infer::load_with(&args.model, &device, weights)
         .with_context(|| format!("loading model {}", args.model.display()))
 }

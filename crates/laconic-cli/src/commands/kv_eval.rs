@@ -1,0 +1,178 @@
+//! `laconic kv-eval`: what each KV eviction policy costs in quality, per budget.
+//!
+//! For every policy and budget: the perplexity of a long real text fed one token at a time
+//! with eviction after each step, and the agreement of greedy predictions with the full
+//! cache (teacher-forced on the full cache's own greedy continuation of the text's start, so
+//! one early disagreement does not doom the rest).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use laconic_infer::generate::{GenerateConfig, generate, step_through};
+use laconic_infer::policy::KvPolicyConfig;
+use serde_json::{Value, json};
+
+use crate::ModelArgs;
+
+/// Arguments of `laconic kv-eval`.
+#[derive(Args, Debug)]
+pub struct KvEvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to evaluate on: a plain-text file, or a JSONL file whose records' question/problem
+    /// and answer/solution fields are concatenated (GSM8K, MATH-500).
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokens of text for the perplexity.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// Prompt tokens before the greedy continuation.
+    #[arg(long, default_value_t = 256)]
+    prompt_tokens: usize,
+    /// Greedy tokens whose agreement with the full cache is measured.
+    #[arg(long, default_value_t = 128)]
+    greedy_tokens: usize,
+    /// Policies to compare (comma-separated).
+    #[arg(long, default_value = "window,h2o,snapkv,rkv", value_delimiter = ',')]
+    policies: Vec<String>,
+    /// Budgets in entries per head (comma-separated).
+    #[arg(long, default_value = "64,128,256", value_delimiter = ',')]
+    budgets: Vec<usize>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Reads the evaluation text.
+fn read_text(path: &PathBuf) -> Result<String> {
+    let raw =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_none_or(|e| e != "jsonl") {
+        return Ok(raw);
+    }
+    let mut text = String::new();
+    for (i, line) in raw
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
+        let field = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| v.get(*n).and_then(Value::as_str))
+                .unwrap_or("")
+        };
+        text.push_str(field(&["question", "problem"]));
+        text.push('\n');
+        text.push_str(field(&["answer", "solution"]));
+        text.push_str("\n\n");
+        if text.len() > 200_000 {
+            break;
+        }
+    }
+    Ok(text)
+}
+
+fn perplexity(lp: &[(Option<f32>, u32)]) -> f64 {
+    let v: Vec<f64> = lp.iter().filter_map(|(l, _)| l.map(f64::from)).collect();
+    (-v.iter().sum::<f64>() / v.len().max(1) as f64).exp()
+}
+
+/// Runs `laconic kv-eval`.
+pub fn run(args: KvEvalArgs) -> Result<()> {
+    let m = super::load_model(&args.model)?;
+    let text = read_text(&args.data)?;
+    let ids = m.tokenizer.encode(&text, true)?;
+    if ids.len() < args.tokens.max(args.prompt_tokens) {
+        bail!(
+            "{} has only {} tokens; need {}",
+            args.data.display(),
+            ids.len(),
+            args.tokens.max(args.prompt_tokens)
+        );
+    }
+    let ids = &ids[..args.tokens];
+    let prompt = &ids[..args.prompt_tokens];
+    let full_cfg = GenerateConfig {
+        max_new_tokens: args.greedy_tokens,
+        ..Default::default()
+    };
+    let mut cache = m.model.new_cache();
+    let greedy = generate(
+        &m.model,
+        &m.tokenizer,
+        prompt,
+        &full_cfg,
+        &mut cache,
+        |_| {},
+    )?
+    .tokens;
+    let forced: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
+    let c = m.config();
+    let entry_bytes = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
+
+    let mut configs = vec![("full".to_string(), 0usize, KvPolicyConfig::Full)];
+    for p in &args.policies {
+        for &b in &args.budgets {
+            configs.push((
+                p.clone(),
+                b,
+                KvPolicyConfig::from_flags(p, Some(b), None, None, None)?,
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    let mut full_ppl = f64::NAN;
+    println!(
+        "text: {} ({} tokens), greedy agreement over {} tokens after a {}-token prompt",
+        args.data.display(),
+        ids.len(),
+        greedy.len(),
+        prompt.len()
+    );
+    println!();
+    println!(
+        "| policy | budget | perplexity | vs full | greedy agreement | max cache KiB | seconds |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, budget, cfg) in configs {
+        let t = Instant::now();
+        let ppl = perplexity(&step_through(&m.model, ids, &cfg)?);
+        let steps = step_through(&m.model, &forced, &cfg)?;
+        let agree = greedy
+            .iter()
+            .enumerate()
+            .filter(|&(j, &g)| steps[prompt.len() + j].1 == g)
+            .count() as f64
+            / greedy.len().max(1) as f64;
+        if name == "full" {
+            full_ppl = ppl;
+        }
+        let max_entries = cfg.max_entries().unwrap_or(ids.len()).min(ids.len());
+        let secs = t.elapsed().as_secs_f64();
+        let delta = 100.0 * (ppl / full_ppl - 1.0);
+        println!(
+            "| {name} | {} | {ppl:.3} | {delta:+.1}% | {:.1}% | {} | {secs:.0} |",
+            if budget == 0 {
+                "-".to_string()
+            } else {
+                budget.to_string()
+            },
+            100.0 * agree,
+            max_entries * entry_bytes / 1024
+        );
+        rows.push(json!({"policy": name, "budget": budget, "perplexity": ppl, "perplexity_vs_full_percent": delta,
+            "greedy_agreement": agree, "max_cache_bytes": max_entries * entry_bytes, "seconds": secs}));
+    }
+    if let Some(path) = &args.json {
+        let out = json!({"model": args.model.model.display().to_string(), "data": args.data.display().to_string(),
+            "tokens": ids.len(), "prompt_tokens": prompt.len(), "greedy_tokens": greedy.len(), "results": rows});
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,680 @@
+//! Weights kept quantized in memory, and the matrix-vector kernels that read them.
+//!
+//! Burn's quantized matmul on the CPU dequantizes the whole weight on every call (see
+//! `../shared/BURN_NOTES.md`), so the decode path does not go through it. A [`QMatrix`] holds a
+//! linear layer's weight `[rows = d_out, cols = d_in]` (Hugging Face layout) as packed integers
+//! with f32 scales, and [`QMatrix::matmul`] multiplies a few f32 input rows by it without ever
+//! materialising the f32 weight: an AVX2/FMA kernel where the CPU has it, a scalar kernel
+//! otherwise, both split across rayon's threads by output row. Activations stay f32, so the
+//! result equals the dense product with the dequantized weight up to summation order.
+//!
+//! Formats:
+//! - [`QFormat::Int8`]: one f32 scale per block of `block` values; `block = 32` is GGUF's
+//!   `Q8_0`, `block = cols` is int8 per output channel.
+//! - [`QFormat::Q4_0`]: 4-bit, blocks of 32 with an f32 scale, value `(q - 8) * d` (GGUF's
+//!   `Q4_0`, and laconic's int4).
+//! - [`QFormat::Q4_1`]: 4-bit, blocks of 32 with a scale and a minimum, value `q * d + m`.
+//!
+//! Within a 4-bit block, byte `j` holds value `j` in its low nibble and value `j + 16` in its
+//! high nibble, as in ggml, so GGUF blocks are repacked without reordering.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::gguf::quant::GgmlType;
+
+/// Values per 4-bit block (and per `Q8_0` block).
+pub const QBLOCK: usize = 32;
+
+/// Input rows that the kernel multiplies in one pass over the weight; larger batches are cut
+/// into passes of this many rows.
+pub const MAX_KERNEL_ROWS: usize = 8;
+
+/// How a [`QMatrix`] stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QFormat {
+    /// int8 with one scale per `block` values (32: `Q8_0`; `cols`: per output channel).
+    Int8 {
+        /// Values per scale.
+        block: usize,
+    },
+    /// 4-bit, blocks of 32, value `(q - 8) * d`.
+    Q4_0,
+    /// 4-bit, blocks of 32, value `q * d + m`.
+    Q4_1,
+}
+
+impl QFormat {
+    /// Values per scale.
+    fn block(self, cols: usize) -> usize {
+        match self {
+            Self::Int8 { block } => block.min(cols),
+            Self::Q4_0 | Self::Q4_1 => QBLOCK,
+        }
+    }
+
+    /// A short name: `q8_0`, `int8`, `q4_0`, `q4_1`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Int8 { block: QBLOCK } => "q8_0",
+            Self::Int8 { .. } => "int8",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
+        }
+    }
+}
+
+/// A weight matrix `[rows, cols]` kept quantized.
+#[derive(Clone)]
+pub struct QMatrix {
+    format: QFormat,
+    rows: usize,
+    cols: usize,
+    /// Packed values, row-major: `cols` bytes per row for int8, `cols / 2` for 4-bit.
+    qs: Vec<u8>,
+    /// One scale per block, row-major.
+    scales: Vec<f32>,
+    /// One minimum per block (`Q4_1` only).
+    mins: Vec<f32>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "QMatrix({} x {}, {}, {} bytes)",
+            self.rows,
+            self.cols,
+            self.format.name(),
+            self.bytes()
+        )
+    }
+}
+
+fn f16_round(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+impl QMatrix {
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage format.
+    pub fn format(&self) -> QFormat {
+        self.format
+    }
+
+    /// Bytes held in memory (values, scales and minimums).
+    pub fn bytes(&self) -> usize {
+        self.qs.len() + 4 * (self.scales.len() + self.mins.len())
+    }
+
+    fn row_qbytes(&self) -> usize {
+        match self.format {
+            QFormat::Int8 { .. } => self.cols,
+            QFormat::Q4_0 | QFormat::Q4_1 => self.cols / 2,
+        }
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.cols / self.format.block(self.cols)
+    }
+
+    /// Whether `format` can hold a matrix with `cols` columns (whole blocks of 32).
+    pub fn supports(format: QFormat, cols: usize) -> bool {
+        let block = format.block(cols);
+        cols > 0 && block > 0 && cols.is_multiple_of(QBLOCK) && cols.is_multiple_of(block)
+    }
+
+    /// Repacks GGUF blocks (`Q8_0`, `Q4_0`, `Q4_1`) of a `[rows, cols]` matrix without
+    /// dequantizing them. Returns `None` for other types or a size that does not fit.
+    pub fn from_ggml(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        let (format, bytes) = match ty {
+            GgmlType::Q8_0 => (QFormat::Int8 { block: QBLOCK }, 34),
+            GgmlType::Q4_0 => (QFormat::Q4_0, 18),
+            GgmlType::Q4_1 => (QFormat::Q4_1, 20),
+            _ => return None,
+        };
+        if !Self::supports(format, cols) || data.len() != rows * cols / QBLOCK * bytes {
+            return None;
+        }
+        let nblocks = rows * cols / QBLOCK;
+        let mut m = Self {
+            format,
+            rows,
+            cols,
+            qs: Vec::with_capacity(rows * cols),
+            scales: Vec::with_capacity(nblocks),
+            mins: Vec::new(),
+        };
+        for b in data.chunks_exact(bytes) {
+            m.scales.push(f16_at(b, 0));
+            match ty {
+                GgmlType::Q8_0 => m.qs.extend_from_slice(&b[2..34]),
+                GgmlType::Q4_0 => m.qs.extend_from_slice(&b[2..18]),
+                _ => {
+                    m.mins.push(f16_at(b, 2));
+                    m.qs.extend_from_slice(&b[4..20]);
+                }
+            }
+        }
+        Some(m)
+    }
+
+    /// Quantizes an f32 matrix `[rows, cols]` (row-major). Returns `None` when `cols` is not
+    /// a whole number of blocks.
+    pub fn quantize(data: &[f32], rows: usize, cols: usize, format: QFormat) -> Option<Self> {
+        if !Self::supports(format, cols) || data.len() != rows * cols {
+            return None;
+        }
+        let block = format.block(cols);
+        let mut m = Self {
+            format,
+            rows,
+            cols,
+            qs: Vec::with_capacity(rows * cols),
+            scales: Vec::with_capacity(rows * cols / block),
+            mins: Vec::new(),
+        };
+        for chunk in data.chunks_exact(block) {
+            match format {
+                QFormat::Int8 { .. } => {
+                    // As gguf-py's Q8_0: d = amax / 127, q = round(x / d), d stored as f16
+                    // (for blocks of 32; a per-channel scale stays f32).
+                    let amax = chunk.iter().fold(0f32, |a, &x| a.max(x.abs()));
+                    let d = amax / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    m.scales
+                        .push(if block == QBLOCK { f16_round(d) } else { d });
+                    m.qs.extend(
+                        chunk
+                            .iter()
+                            .map(|&x| (x * id).round().clamp(-127.0, 127.0) as i8 as u8),
+                    );
+                }
+                QFormat::Q4_0 => {
+                    // As gguf-py's Q4_0: the value of largest magnitude maps to -8, keeping its
+                    // sign; q = trunc(x / d + 8.5) in f64, clipped to 0..15; d stored as f16.
+                    let max = chunk
+                        .iter()
+                        .fold(0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
+                    let d = max / -8.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    m.scales.push(f16_round(d));
+                    let q =
+                        |x: f32| ((x as f64 * id as f64 + 8.5).trunc() as i32).clamp(0, 15) as u8;
+                    m.qs.extend((0..16).map(|j| q(chunk[j]) | (q(chunk[j + 16]) << 4)));
+                }
+                QFormat::Q4_1 => {
+                    let min = chunk.iter().copied().fold(f32::INFINITY, f32::min);
+                    let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let d = (max - min) / 15.0;
+                    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                    m.scales.push(d);
+                    m.mins.push(min);
+                    let q = |x: f32| (((x - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+                    m.qs.extend((0..16).map(|j| q(chunk[j]) | (q(chunk[j + 16]) << 4)));
+                }
+            }
+        }
+        Some(m)
+    }
+
+    /// Reorders whole rows: row `i` of the result is row `perm[i]` of `self`.
+    pub fn permute_rows(&self, perm: &[usize]) -> Self {
+        let (rq, bpr) = (self.row_qbytes(), self.blocks_per_row());
+        let mut out = Self {
+            qs: Vec::with_capacity(self.qs.len()),
+            scales: Vec::with_capacity(self.scales.len()),
+            mins: Vec::with_capacity(self.mins.len()),
+            ..*self
+        };
+        for &r in perm {
+            out.qs.extend_from_slice(&self.qs[r * rq..(r + 1) * rq]);
+            out.scales
+                .extend_from_slice(&self.scales[r * bpr..(r + 1) * bpr]);
+            if !self.mins.is_empty() {
+                out.mins
+                    .extend_from_slice(&self.mins[r * bpr..(r + 1) * bpr]);
+            }
+        }
+        out
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (rq, bpr, block) = (
+            self.row_qbytes(),
+            self.blocks_per_row(),
+            self.format.block(self.cols),
+        );
+        let qs = &self.qs[r * rq..(r + 1) * rq];
+        for b in 0..bpr {
+            let d = self.scales[r * bpr + b];
+            let o = &mut out[b * block..(b + 1) * block];
+            match self.format {
+                QFormat::Int8 { .. } => {
+                    for (o, &q) in o.iter_mut().zip(&qs[b * block..(b + 1) * block]) {
+                        *o = d * (q as i8) as f32;
+                    }
+                }
+                QFormat::Q4_0 | QFormat::Q4_1 => {
+                    let m = self.mins.get(r * bpr + b).copied();
+                    let (off, add) = match m {
+                        Some(m) => (0.0, m),
+                        None => (8.0, 0.0),
+                    };
+                    for (j, &q) in qs[b * 16..(b + 1) * 16].iter().enumerate() {
+                        o[j] = d * ((q & 0x0F) as f32 - off) + add;
+                        o[j + 16] = d * ((q >> 4) as f32 - off) + add;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix as f32, row-major `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        out.par_chunks_mut(self.cols)
+            .enumerate()
+            .for_each(|(r, row)| self.dequantize_row(r, row));
+        out
+    }
+
+    /// `y = x · Wᵀ` for `m` input rows `x` `[m, cols]` (row-major), written to `y`
+    /// `[m, rows]`. Uses the SIMD kernel when the CPU has AVX2 and FMA.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        self.matmul_with(x, m, y, Kernel::detect());
+    }
+
+    /// [`QMatrix::matmul`] with a chosen kernel (the tests compare them).
+    pub fn matmul_with(&self, x: &[f32], m: usize, y: &mut [f32], kernel: Kernel) {
+        assert_eq!(
+            x.len(),
+            m * self.cols,
+            "QMatrix::matmul: input is not [m, cols]"
+        );
+        assert_eq!(
+            y.len(),
+            m * self.rows,
+            "QMatrix::matmul: output is not [m, rows]"
+        );
+        for start in (0..m).step_by(MAX_KERNEL_ROWS) {
+            let mm = (m - start).min(MAX_KERNEL_ROWS);
+            let xs = &x[start * self.cols..(start + mm) * self.cols];
+            let ys = &mut y[start * self.rows..(start + mm) * self.rows];
+            self.matmul_pass(xs, mm, ys, kernel);
+        }
+    }
+
+    /// One pass over the weight for at most [`MAX_KERNEL_ROWS`] inputs.
+    fn matmul_pass(&self, x: &[f32], m: usize, y: &mut [f32], kernel: Kernel) {
+        let block = self.format.block(self.cols);
+        let bpr = self.blocks_per_row();
+        // Per-block sums of each input: the 4-bit formats fold their offset or minimum in.
+        let xsums: Vec<f32> = if matches!(self.format, QFormat::Int8 { .. }) {
+            Vec::new()
+        } else {
+            x.chunks_exact(block).map(|c| c.iter().sum()).collect()
+        };
+        // Output rows per task: enough work to amortise the scheduling.
+        let per_task = (self.rows / (4 * rayon::current_num_threads())).clamp(8, 512);
+        let mut t = vec![0f32; self.rows * m]; // [rows, m]
+        let ctx = RowCtx {
+            q: self,
+            x,
+            xsums: &xsums,
+            m,
+            bpr,
+            block,
+        };
+        t.par_chunks_mut(per_task * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let r0 = task * per_task;
+                for (i, o) in out.chunks_exact_mut(m).enumerate() {
+                    ctx.row(r0 + i, o, kernel);
+                }
+            });
+        for r in 0..self.rows {
+            for j in 0..m {
+                y[j * self.rows + r] = t[r * m + j];
+            }
+        }
+    }
+}
+
+/// Which matrix-vector kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 + FMA intrinsics.
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Self::Avx2;
+            }
+        }
+        Self::Scalar
+    }
+}
+
+/// What one output row's dot products need.
+struct RowCtx<'a> {
+    q: &'a QMatrix,
+    x: &'a [f32],
+    xsums: &'a [f32],
+    m: usize,
+    bpr: usize,
+    block: usize,
+}
+
+impl RowCtx<'_> {
+    fn row(&self, r: usize, out: &mut [f32], kernel: Kernel) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx2 {
+            // SAFETY: `Kernel::Avx2` is only chosen (by `detect`, or by a caller that checked
+            // the same features) on a CPU with AVX2 and FMA.
+            unsafe { avx2::row(self, r, out) };
+            return;
+        }
+        let _ = kernel;
+        self.row_scalar(r, out);
+    }
+
+    fn row_scalar(&self, r: usize, out: &mut [f32]) {
+        let q = self.q;
+        let rq = q.row_qbytes();
+        let qs = &q.qs[r * rq..(r + 1) * rq];
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for b in 0..self.bpr {
+            let d = q.scales[r * self.bpr + b];
+            for (j, o) in out.iter_mut().enumerate() {
+                let xb = &self.x[j * q.cols + b * self.block..j * q.cols + (b + 1) * self.block];
+                let s = match q.format {
+                    QFormat::Int8 { .. } => qs[b * self.block..(b + 1) * self.block]
+                        .iter()
+                        .zip(xb)
+                        .map(|(&w, &x)| (w as i8) as f32 * x)
+                        .sum::<f32>(),
+                    QFormat::Q4_0 | QFormat::Q4_1 => qs[b * 16..(b + 1) * 16]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &w)| (w & 0x0F) as f32 * xb[i] + (w >> 4) as f32 * xb[i + 16])
+                        .sum::<f32>(),
+                };
+                let xsum = || self.xsums[j * self.bpr + b];
+                *o += match q.format {
+                    QFormat::Int8 { .. } => d * s,
+                    QFormat::Q4_0 => d * (s - 8.0 * xsum()),
+                    QFormat::Q4_1 => d * s + q.mins[r * self.bpr + b] * xsum(),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The AVX2/FMA kernel: 8 values per vector, up to [`super::MAX_KERNEL_ROWS`] inputs per
+    //! pass so that each weight byte is decoded once for all of them.
+
+    use super::{QFormat, RowCtx};
+    use std::arch::x86_64::*;
+
+    /// Horizontal sum of 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// One output row for every input of the pass.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row(c: &RowCtx<'_>, r: usize, out: &mut [f32]) {
+        match c.m {
+            1 => row_m::<1>(c, r, out),
+            2 => row_m::<2>(c, r, out),
+            3 => row_m::<3>(c, r, out),
+            4 => row_m::<4>(c, r, out),
+            5 => row_m::<5>(c, r, out),
+            6 => row_m::<6>(c, r, out),
+            7 => row_m::<7>(c, r, out),
+            _ => row_m::<8>(c, r, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn row_m<const M: usize>(c: &RowCtx<'_>, r: usize, out: &mut [f32]) {
+        let q = c.q;
+        let cols = q.cols;
+        let rq = q.row_qbytes();
+        let qs = &q.qs[r * rq..(r + 1) * rq];
+        let scales = &q.scales[r * c.bpr..(r + 1) * c.bpr];
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut extra = [0f32; M];
+        match q.format {
+            QFormat::Int8 { .. } => {
+                for (b, &d) in scales.iter().enumerate() {
+                    let mut s = [_mm256_setzero_ps(); M];
+                    let base = b * c.block;
+                    for g in (0..c.block).step_by(8) {
+                        // SAFETY: `base + g + 8 <= cols = qs.len()` (blocks tile the row).
+                        let w = unsafe {
+                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                qs.as_ptr().add(base + g) as *const __m128i,
+                            )))
+                        };
+                        for (j, s) in s.iter_mut().enumerate() {
+                            // SAFETY: input `j < M <= m` has `cols` values from `j * cols`.
+                            let xv =
+                                unsafe { _mm256_loadu_ps(c.x.as_ptr().add(j * cols + base + g)) };
+                            *s = _mm256_fmadd_ps(w, xv, *s);
+                        }
+                    }
+                    let dv = _mm256_set1_ps(d);
+                    for j in 0..M {
+                        acc[j] = _mm256_fmadd_ps(s[j], dv, acc[j]);
+                    }
+                }
+            }
+            QFormat::Q4_0 | QFormat::Q4_1 => {
+                let mask = _mm_set1_epi8(0x0F);
+                for (b, &d) in scales.iter().enumerate() {
+                    // SAFETY: block `b` has 16 bytes at `16 * b` within the row.
+                    let raw = unsafe { _mm_loadu_si128(qs.as_ptr().add(16 * b) as *const __m128i) };
+                    let lo = _mm_and_si128(raw, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                    let w = [
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
+                    ];
+                    let dv = _mm256_set1_ps(d);
+                    let base = 32 * b;
+                    for j in 0..M {
+                        let xp = c.x.as_ptr();
+                        let off = j * cols + base;
+                        // SAFETY: input `j` has 32 values from `off` (blocks tile the row).
+                        let s = unsafe {
+                            let s = _mm256_mul_ps(w[0], _mm256_loadu_ps(xp.add(off)));
+                            let s = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xp.add(off + 8)), s);
+                            let s = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp.add(off + 16)), s);
+                            _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp.add(off + 24)), s)
+                        };
+                        acc[j] = _mm256_fmadd_ps(s, dv, acc[j]);
+                        let xsum = c.xsums[j * c.bpr + b];
+                        extra[j] += match q.format {
+                            QFormat::Q4_0 => -8.0 * d * xsum,
+                            _ => q.mins[r * c.bpr + b] * xsum,
+                        };
+                    }
+                }
+            }
+        }
+        for j in 0..M {
+            out[j] = hsum(acc[j]) + extra[j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn dense(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * rows];
+        for j in 0..m {
+            for r in 0..rows {
+                y[j * rows + r] = (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[j * cols + c] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    const FORMATS: [QFormat; 4] = [
+        QFormat::Int8 { block: 32 },
+        QFormat::Int8 { block: usize::MAX },
+        QFormat::Q4_0,
+        QFormat::Q4_1,
+    ];
+
+    #[test]
+    fn kernels_match_the_dequantized_product() {
+        let (rows, cols) = (37, 96);
+        let w = lcg(rows * cols, 1);
+        for format in FORMATS {
+            let q = QMatrix::quantize(&w, rows, cols, format).expect("quantize");
+            let wq = q.dequantize();
+            for m in [1, 3, 8, 11] {
+                let x = lcg(m * cols, 7 + m as u64);
+                let want = dense(&wq, rows, cols, &x, m);
+                for kernel in [Kernel::Scalar, Kernel::detect()] {
+                    let mut y = vec![0f32; m * rows];
+                    q.matmul_with(&x, m, &mut y, kernel);
+                    for (a, b) in y.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{format:?} m={m} {kernel:?}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_error_is_bounded_by_the_step() {
+        let (rows, cols) = (8, 64);
+        let w = lcg(rows * cols, 3);
+        for (format, levels) in [
+            (QFormat::Int8 { block: 32 }, 127.0),
+            (QFormat::Int8 { block: usize::MAX }, 127.0),
+            (QFormat::Q4_0, 8.0),
+            (QFormat::Q4_1, 15.0),
+        ] {
+            let q = QMatrix::quantize(&w, rows, cols, format).expect("quantize");
+            let back = q.dequantize();
+            let block = format.block(cols);
+            for (i, (a, b)) in w.iter().zip(&back).enumerate() {
+                let chunk = &w[i / block * block..(i / block + 1) * block];
+                let range = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let step = if format == QFormat::Q4_1 {
+                    2.0 * range
+                } else {
+                    range
+                } / levels;
+                // Q4_0 maps the largest magnitude to -8, so +max clamps to 7: one full step.
+                let bound = if format == QFormat::Q4_0 {
+                    step
+                } else {
+                    step * 0.5
+                };
+                // Scales stored as f16 add up to 2^-11 relative error on the value.
+                let bound = bound + a.abs() / 1024.0;
+                assert!(
+                    (a - b).abs() <= bound + 1e-6,
+                    "{format:?} [{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ggml_blocks_repack_exactly() {
+        // One Q4_1 block: d = 0.5, m = -1, nibbles j and j + 16.
+        let mut b = Vec::new();
+        b.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let q = QMatrix::from_ggml(GgmlType::Q4_1, &b, 1, 32).expect("q4_1");
+        let mut want = Vec::new();
+        crate::gguf::quant::dequantize_into(GgmlType::Q4_1, &b, &mut want);
+        assert_eq!(q.dequantize(), want);
+        assert_eq!(q.dequantize()[0], -1.0);
+        assert_eq!(q.dequantize()[16], 0.5 * 15.0 - 1.0);
+        // A wrong byte count is refused, not misread.
+        assert!(QMatrix::from_ggml(GgmlType::Q4_1, &b[..19], 1, 32).is_none());
+        assert!(QMatrix::from_ggml(GgmlType::F32, &b, 1, 5).is_none());
+    }
+
+    #[test]
+    fn permuting_rows_moves_whole_rows() {
+        let (rows, cols) = (4, 32);
+        let w = lcg(rows * cols, 5);
+        let q = QMatrix::quantize(&w, rows, cols, QFormat::Q4_1).expect("quantize");
+        let p = q.permute_rows(&[2, 0, 3, 1]);
+        let (a, b) = (q.dequantize(), p.dequantize());
+        assert_eq!(&b[..cols], &a[2 * cols..3 * cols]);
+        assert_eq!(&b[3 * cols..], &a[cols..2 * cols]);
+    }
+
+    #[test]
+    fn odd_widths_are_refused() {
+        assert!(QMatrix::quantize(&[0.0; 40], 1, 40, QFormat::Q4_0).is_none());
+        assert!(QMatrix::quantize(&[0.0; 64], 1, 64, QFormat::Int8 { block: 48 }).is_none());
+    }
+}
