@@ -30,11 +30,12 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--laconic", default=str(ROOT / "target/release/laconic"))
+    ap.add_argument("--laconic-args", default="", help="extra arguments for `laconic bench`, e.g. '--weights f32'")
     a = ap.parse_args()
     common = ["--model", a.model, "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", str(a.new_tokens)]
     rows = {"laconic": [], "llama.cpp": []}
     for r in range(a.rounds):
-        rows["laconic"].append(run([a.laconic, "bench", *common, "--json"]))
+        rows["laconic"].append(run([a.laconic, "bench", *common, *a.laconic_args.split(), "--json"]))
         rows["llama.cpp"].append(run([sys.executable, str(ROOT / "scripts/bench_llama_cpp.py"), *common]))
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
 
@@ -48,7 +49,7 @@ def main():
         print(f"| {e} | {cell(e, 'prefill_tokens_per_second', '{:.1f}')} | {cell(e, 'decode_tokens_per_second', '{:.1f}')} | {cell(e, 'peak_rss_mib', '{:.0f}')} |")
     lac = rows["laconic"]
     print()
-    print(f"laconic decode limit (f32 weights): median {statistics.median(x['decode_limit_tokens_per_second'] for x in lac):.1f} tok/s "
+    print(f"laconic decode limit ({lac[0].get('weights', 'weights')} as held): median {statistics.median(x['decode_limit_tokens_per_second'] for x in lac):.1f} tok/s "
           f"= {statistics.median(x['read_bandwidth_gb_per_second'] for x in lac):.2f} GB/s / "
           f"{lac[0]['weight_bytes_per_token'] / 1e6:.0f} MB per token")
 

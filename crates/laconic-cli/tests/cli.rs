@@ -51,7 +51,7 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 
 #[test]
 fn help_has_examples() {
-    for sub in ["generate", "score", "inspect", "bench"] {
+    for sub in ["generate", "score", "inspect", "bench", "kv-eval"] {
         let o = laconic(&[sub, "--help"]);
         assert!(o.status.success());
         assert!(
@@ -247,6 +247,16 @@ fn bad_input_fails_cleanly() {
     let o = laconic(&[
         "generate",
         "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        "hi",
+        "--weights",
+        "int3",
+    ]);
+    assert_clean_failure(&o, "--weights 'int3'");
+    let o = laconic(&[
+        "generate",
+        "--model",
         fixtures()
             .join("llama/model-f32.gguf")
             .to_str()
@@ -258,4 +268,103 @@ fn bad_input_fails_cleanly() {
         "x",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn kv_eval_compares_policies_with_the_full_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Real text: GSM8K-style records as JSONL (question + answer concatenated).
+    let data = dir.path().join("text.jsonl");
+    let record = |q: &str, a: &str| serde_json::json!({"question": q, "answer": a}).to_string();
+    let lines = [
+        record(
+            "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?",
+            "In May she sold 48/2 = 24 clips. Altogether 48+24 = 72 clips.\n#### 72",
+        ),
+        record(
+            "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+            "Weng earns 12/60 = $0.2 per minute. Working 50 minutes, she earned 0.2 x 50 = $10.\n#### 10",
+        ),
+    ];
+    std::fs::write(&data, lines.join("\n")).expect("write");
+    let (json, svg) = (dir.path().join("kv.json"), dir.path().join("kv.svg"));
+    let model = fixtures().join("llama");
+    let o = laconic(&[
+        "kv-eval",
+        "--model",
+        model.to_str().expect("path"),
+        "--data",
+        data.to_str().expect("path"),
+        "--tokens",
+        "96",
+        "--prompt-tokens",
+        "48",
+        "--greedy-tokens",
+        "24",
+        "--policies",
+        "window,h2o",
+        "--budgets",
+        "16,200",
+        "--json",
+        json.to_str().expect("path"),
+        "--plot",
+        svg.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 5, "full + 2 policies x 2 budgets");
+    let get = |p: &str, b: u64| {
+        rows.iter()
+            .find(|r| r["policy"] == p && r["budget"] == b)
+            .expect("row")
+    };
+    let full = get("full", 0);
+    assert_eq!(
+        full["greedy_agreement"], 1.0,
+        "the full cache agrees with itself"
+    );
+    let full_ppl = full["perplexity"].as_f64().expect("ppl");
+    assert!(full_ppl.is_finite() && full_ppl > 1.0);
+    for p in ["window", "h2o"] {
+        // A budget beyond the text keeps everything: exactly the full cache.
+        let big = get(p, 200);
+        assert!(
+            (big["perplexity"].as_f64().expect("ppl") - full_ppl).abs() < 1e-3 * full_ppl,
+            "{p}: {big}"
+        );
+        assert_eq!(big["greedy_agreement"], 1.0, "{p}: {big}");
+        // A small budget evicts, and the cache it may hold is smaller.
+        let small = get(p, 16);
+        assert!(
+            small["max_cache_bytes"].as_u64() < big["max_cache_bytes"].as_u64(),
+            "{p}: {small}"
+        );
+    }
+    let plot = std::fs::read_to_string(&svg).expect("svg");
+    assert!(plot.starts_with("<svg") && plot.contains("h2o") && plot.contains("window"));
+    // Bad input: a missing file, and a text too short for the request.
+    let o = laconic(&[
+        "kv-eval",
+        "--model",
+        model.to_str().expect("path"),
+        "--data",
+        "/no/such.jsonl",
+    ]);
+    assert_clean_failure(&o, "/no/such.jsonl");
+    let o = laconic(&[
+        "kv-eval",
+        "--model",
+        model.to_str().expect("path"),
+        "--data",
+        data.to_str().expect("path"),
+        "--tokens",
+        "250",
+        "--prompt-tokens",
+        "48",
+        "--greedy-tokens",
+        "24",
+    ]);
+    assert_clean_failure(&o, "tokens");
 }

@@ -13,6 +13,9 @@
 //!   a loader bug (a wrong nibble order, scale, or permutation) moves log-probabilities by far
 //!   more than 1e-4.
 //! - greedy continuations: identical token for token.
+//!
+//! Quantized matmuls run with f32 activations here (`exact_activations`): the loader is
+//! under test, not llama.cpp-style activation rounding, which `tests/quantized.rs` bounds.
 
 mod common;
 
@@ -24,6 +27,7 @@ const TOL: f64 = 1e-4;
 const FAMILIES: [&str; 4] = ["llama", "llama3", "qwen2", "qwen3"];
 
 fn check_logprobs(family: &str, model_rel: &str, key: &str) {
+    exact_activations();
     let dir = fixtures().join(family);
     let reference = read_json(&dir.join("reference.json"));
     let m = load(&dir.join(model_rel));
@@ -37,6 +41,7 @@ fn check_logprobs(family: &str, model_rel: &str, key: &str) {
 }
 
 fn check_greedy(family: &str, model_rel: &str, key: &str) {
+    exact_activations();
     let dir = fixtures().join(family);
     let reference = read_json(&dir.join("reference.json"));
     let m = load(&dir.join(model_rel));

@@ -21,6 +21,10 @@ const TOL: f64 = 1e-4;
 const FAMILIES: [&str; 4] = ["llama", "llama3", "qwen2", "qwen3"];
 
 fn load_as(family: &str, rel: &str, weights: WeightFormat) -> LoadedModel {
+    // These tests check the weights: f32 activations make a quantized model equal the dense
+    // model on its dequantized weights. int8 activations are checked in `qmatrix`'s unit
+    // tests and on SmolLM2 (`tests/smollm2.rs`).
+    exact_activations();
     let path = fixtures().join(family).join(rel);
     load_with(&path, &Device::flex(), weights)
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))

@@ -109,3 +109,39 @@ fn smollm2_chat_template_renders_as_transformers() {
         ids(&ct["rendered_ids"])
     );
 }
+
+/// The default decode path: Q4_1 weights kept packed, activations quantized to int8 per block
+/// of 32 as llama.cpp does. Token by token (every matmul through the packed kernel), the
+/// perplexity must stay within 2% of llama.cpp's and of `transformers`', and greedy decoding
+/// must still say Paris.
+#[test]
+fn smollm2_packed_int8_decode_stays_with_the_references() {
+    let r = reference();
+    let m = load(&model_path());
+    assert!(
+        m.model.layers[0].self_attn.q_proj.quant().is_some(),
+        "the Q4_1 weights should stay packed"
+    );
+    let tokens = ids(&r["token_ids"]);
+    let stepped = laconic_infer::generate::step_through(
+        &m.model,
+        &tokens,
+        &laconic_infer::policy::KvPolicyConfig::Full,
+    )
+    .expect("step");
+    let lps: Vec<Option<f32>> = stepped.iter().map(|(lp, _)| *lp).collect();
+    let diff = max_abs_diff(&lps, &logprobs(&r["logprobs_transformers"]));
+    let ppl = perplexity(lps.iter().skip(1).map(|x| x.expect("logprob") as f64));
+    for key in [
+        "perplexity_llama_cpp_default_settings",
+        "perplexity_transformers",
+    ] {
+        let want = r[key].as_f64().expect(key);
+        let rel = (ppl - want).abs() / want;
+        eprintln!(
+            "packed int8 decode: perplexity {ppl:.4} vs {key} {want:.4} ({:.2}%), max |Δ logprob| {diff:.3}",
+            rel * 100.0
+        );
+        assert!(rel < 0.02, "perplexity {ppl:.4} vs {key} {want:.4}");
+    }
+}

@@ -157,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "weight_bytes_per_token": weight_bytes, "read_bandwidth_gb_per_second": bandwidth / 1e9,
                 "decode_limit_tokens_per_second": roofline,
                 "kv_policy": args.kv.kv_policy, "kv_cache_bytes": cache_bytes, "samples": args.samples,
+                "weights": args.model.weights,
             })
         );
     } else {
@@ -177,9 +178,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.kv.kv_policy
         );
         println!(
-            "decode limit: {roofline:.1} tok/s = {:.2} GB/s measured read bandwidth / {:.0} MB of f32 weights per token ({:.0}% reached)",
+            "decode limit: {roofline:.1} tok/s = {:.2} GB/s measured read bandwidth / {:.0} MB of weights ({}) per token ({:.0}% reached)",
             bandwidth / 1e9,
             weight_bytes as f64 / 1e6,
+            args.model.weights,
             100.0 * decode_tps / roofline
         );
     }

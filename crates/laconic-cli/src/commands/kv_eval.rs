@@ -43,6 +43,94 @@ pub struct KvEvalArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw perplexity and greedy agreement against the budget, per policy, as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// One measured policy and budget.
+struct Row {
+    policy: String,
+    budget: usize,
+    ppl_delta: f64,
+    agree: f64,
+}
+
+/// Draws two panels against the budget: perplexity change from the full cache, and greedy
+/// agreement with it, one line per policy.
+fn plot(path: &PathBuf, rows: &[Row], title: &str) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = root
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let panels = root.split_evenly((1, 2));
+    let budgets: Vec<usize> = rows.iter().map(|r| r.budget).filter(|&b| b > 0).collect();
+    let (bmin, bmax) = (
+        budgets.iter().copied().min().unwrap_or(1) as f64,
+        budgets.iter().copied().max().unwrap_or(2) as f64,
+    );
+    let mut policies: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.budget > 0)
+        .map(|r| r.policy.as_str())
+        .collect();
+    policies.dedup();
+    let ymax = rows.iter().map(|r| r.ppl_delta).fold(5.0, f64::max) * 1.1;
+    let ymin = rows.iter().map(|r| r.ppl_delta).fold(0.0, f64::min) - 1.0;
+    let amin = rows.iter().map(|r| 100.0 * r.agree).fold(90.0, f64::min) - 2.0;
+    type Panel = (&'static str, f64, f64, fn(&Row) -> f64);
+    let specs: [Panel; 2] = [
+        ("perplexity vs full cache (%)", ymin, ymax, |r| r.ppl_delta),
+        (
+            "greedy tokens identical to full cache (%)",
+            amin,
+            100.5,
+            |r| 100.0 * r.agree,
+        ),
+    ];
+    for (panel, (label, lo, hi, value)) in panels.iter().zip(specs) {
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(50)
+            .build_cartesian_2d((bmin * 0.9..bmax * 1.1).log_scale(), lo..hi)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("KV budget (entries per head)")
+            .y_desc(label)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, p) in policies.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.policy == *p && r.budget > 0)
+                .map(|r| (r.budget as f64, value(r)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(*p)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Reads the evaluation text.
@@ -95,8 +183,17 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
             args.tokens.max(args.prompt_tokens)
         );
     }
-    let ids = &ids[..args.tokens];
+    if args.tokens < 2 || args.prompt_tokens == 0 || args.greedy_tokens == 0 {
+        bail!("--tokens must be at least 2, --prompt-tokens and --greedy-tokens positive");
+    }
+    let context = m.config().max_position_embeddings;
+    if args.tokens > context || args.prompt_tokens + args.greedy_tokens > context {
+        bail!(
+            "--tokens and --prompt-tokens + --greedy-tokens must fit the context length {context}"
+        );
+    }
     let prompt = &ids[..args.prompt_tokens];
+    let ids = &ids[..args.tokens];
     let full_cfg = GenerateConfig {
         max_new_tokens: args.greedy_tokens,
         ..Default::default()
@@ -126,6 +223,7 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
         }
     }
     let mut rows = Vec::new();
+    let mut measured = Vec::new();
     let mut full_ppl = f64::NAN;
     println!(
         "text: {} ({} tokens), greedy agreement over {} tokens after a {}-token prompt",
@@ -165,6 +263,12 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
             100.0 * agree,
             max_entries * entry_bytes / 1024
         );
+        measured.push(Row {
+            policy: name.clone(),
+            budget,
+            ppl_delta: delta,
+            agree,
+        });
         rows.push(json!({"policy": name, "budget": budget, "perplexity": ppl, "perplexity_vs_full_percent": delta,
             "greedy_agreement": agree, "max_cache_bytes": max_entries * entry_bytes, "seconds": secs}));
     }
@@ -173,6 +277,20 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
             "tokens": ids.len(), "prompt_tokens": prompt.len(), "greedy_tokens": greedy.len(), "results": rows});
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{}: {} tokens of {}",
+            args.model
+                .model
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            ids.len(),
+            args.data
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        );
+        plot(path, &measured, &title)?;
     }
     Ok(())
 }

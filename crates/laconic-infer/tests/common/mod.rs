@@ -42,6 +42,13 @@ pub fn logprobs(v: &Value) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// Makes quantized matmuls use f32 activations, so that quantized models equal the dense
+/// model on the dequantized weights (what the parity tests compare); the default int8
+/// activations are checked in `tests/quantized.rs` and `tests/smollm2.rs`.
+pub fn exact_activations() {
+    laconic_infer::qmatrix::set_exact_activations(true);
+}
+
 /// Loads a model on the CPU.
 pub fn load(path: &Path) -> LoadedModel {
     laconic_infer::load(path, &Device::flex())
