@@ -651,49 +651,57 @@ mod avx2 {
         let chunks = q.cols / QBLOCK;
         let rq = q.row_qbytes();
         let qs = &q.qs[r * rq..(r + 1) * rq];
+        let scales = &q.scales[r * c.bpr..(r + 1) * c.bpr];
         let xq = c.xq.qs.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); M];
-        let mut extra = [0f32; M];
+        // Two accumulators per input (even and odd blocks) halve the FMA dependency chain.
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let mut extra = [[0f32; 2]; M];
         match q.format {
             QFormat::Int8 { .. } => {
+                let per_row = c.block != QBLOCK;
                 for g in 0..chunks {
-                    let d = c.chunk_scale(r, g);
+                    let d = if per_row { scales[0] } else { scales[g] };
                     // SAFETY: chunk `g` has 32 bytes at `32 * g` within the row.
-                    let w =
-                        unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * g) as *const __m256i) };
+                    let w = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * g) as *const __m256i) };
                     let aw = _mm256_sign_epi8(w, w);
                     for j in 0..M {
                         let xi = j * chunks + g;
                         // SAFETY: input `j` has `chunks` blocks of 32 quantized values.
                         let x = unsafe { _mm256_loadu_si256(xq.add(32 * xi) as *const __m256i) };
                         let p = dot_u8_i8(aw, _mm256_sign_epi8(x, w));
-                        acc[j] = _mm256_fmadd_ps(p, _mm256_set1_ps(d * c.xq.scales[xi]), acc[j]);
+                        let a = &mut acc[j][g & 1];
+                        *a = _mm256_fmadd_ps(p, _mm256_set1_ps(d * c.xq.scales[xi]), *a);
                     }
                 }
             }
             QFormat::Q4_0 | QFormat::Q4_1 => {
                 let mask = _mm256_set1_epi8(0x0F);
-                let q40 = q.format == QFormat::Q4_0;
+                let mins = if q.format == QFormat::Q4_1 {
+                    &q.mins[r * c.bpr..(r + 1) * c.bpr]
+                } else {
+                    &[][..]
+                };
                 for g in 0..chunks {
-                    let d = q.scales[r * c.bpr + g];
+                    let d = scales[g];
                     // SAFETY: block `g` has 16 bytes at `16 * g` within the row.
                     let raw = unsafe { _mm_loadu_si128(qs.as_ptr().add(16 * g) as *const __m128i) };
                     // Low nibbles are values 0..16, high nibbles values 16..32.
                     let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
-                    let min = if q40 { -8.0 * d } else { q.mins[r * c.bpr + g] };
+                    let min = if mins.is_empty() { -8.0 * d } else { mins[g] };
                     for j in 0..M {
                         let xi = j * chunks + g;
                         // SAFETY: input `j` has `chunks` blocks of 32 quantized values.
                         let x = unsafe { _mm256_loadu_si256(xq.add(32 * xi) as *const __m256i) };
                         let dx = c.xq.scales[xi];
-                        acc[j] = _mm256_fmadd_ps(dot_u8_i8(w, x), _mm256_set1_ps(d * dx), acc[j]);
-                        extra[j] += min * dx * c.xq.sums[xi] as f32;
+                        let a = &mut acc[j][g & 1];
+                        *a = _mm256_fmadd_ps(dot_u8_i8(w, x), _mm256_set1_ps(d * dx), *a);
+                        extra[j][g & 1] += min * dx * c.xq.sums[xi] as f32;
                     }
                 }
             }
         }
         for j in 0..M {
-            out[j] = hsum(acc[j]) + extra[j];
+            out[j] = hsum(_mm256_add_ps(acc[j][0], acc[j][1])) + extra[j][0] + extra[j][1];
         }
     }
 
