@@ -302,7 +302,7 @@ fn kv_eval_compares_policies_with_the_full_cache() {
         "--greedy-tokens",
         "24",
         "--policies",
-        "window,h2o",
+        "window,h2o,snapkv",
         "--budgets",
         "16,200",
         "--json",
@@ -314,7 +314,7 @@ fn kv_eval_compares_policies_with_the_full_cache() {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
     let rows = v["results"].as_array().expect("results");
-    assert_eq!(rows.len(), 5, "full + 2 policies x 2 budgets");
+    assert_eq!(rows.len(), 7, "full + 3 policies x 2 budgets");
     let get = |p: &str, b: u64| {
         rows.iter()
             .find(|r| r["policy"] == p && r["budget"] == b)
@@ -327,7 +327,7 @@ fn kv_eval_compares_policies_with_the_full_cache() {
     );
     let full_ppl = full["perplexity"].as_f64().expect("ppl");
     assert!(full_ppl.is_finite() && full_ppl > 1.0);
-    for p in ["window", "h2o"] {
+    for p in ["window", "h2o", "snapkv"] {
         // A budget beyond the text keeps everything: exactly the full cache.
         let big = get(p, 200);
         assert!(
@@ -343,7 +343,9 @@ fn kv_eval_compares_policies_with_the_full_cache() {
         );
     }
     let plot = std::fs::read_to_string(&svg).expect("svg");
-    assert!(plot.starts_with("<svg") && plot.contains("h2o") && plot.contains("window"));
+    assert!(
+        plot.starts_with("<svg") && ["h2o", "window", "snapkv"].iter().all(|p| plot.contains(p))
+    );
     // Bad input: a missing file, and a text too short for the request.
     let o = laconic(&[
         "kv-eval",

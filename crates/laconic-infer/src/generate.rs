@@ -475,6 +475,18 @@ pub fn step_through(
     ids: &[u32],
     kv_policy: &KvPolicyConfig,
 ) -> Result<Vec<(Option<f32>, u32)>> {
+    step_through_from(model, ids, kv_policy, 1)
+}
+
+/// As [`step_through`], but the first `prefill` tokens go through the model in one pass (a
+/// prompt, which a policy such as SnapKV compresses once), and the rest one at a time with
+/// eviction after each step, as during generation.
+pub fn step_through_from(
+    model: &Model,
+    ids: &[u32],
+    kv_policy: &KvPolicyConfig,
+    prefill: usize,
+) -> Result<Vec<(Option<f32>, u32)>> {
     kv_policy.validate()?;
     let context = model.config().max_position_embeddings;
     if ids.len() > context {
@@ -484,35 +496,56 @@ pub fn step_through(
             context,
         });
     }
+    let prefill = prefill.clamp(1, ids.len().max(1));
     let device = model.embed_tokens.weight.device();
     let mut policy = kv_policy.build(model.config().num_layers);
     let mut cache = model.new_cache();
     let mut out = Vec::with_capacity(ids.len());
-    for (i, &id) in ids.iter().enumerate() {
-        let logits = step(model, &[id], &mut cache, policy.as_mut(), &device);
-        if i == 0 {
-            out.push((None, 0));
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    out.push((None, 0));
+    // One row of logits predicts the token after it.
+    let mut push = |row: &[f32], next: u32| {
+        let (argmax, max) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |b, (j, &x)| if x > b.1 { (j, x) } else { b },
+            );
+        let max = max as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        out.push((
+            Some((row[next as usize] as f64 - lse) as f32),
+            argmax as u32,
+        ));
+    };
+    let data: Vec<i32> = ids[..prefill].iter().map(|&t| t as i32).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, prefill]), &device);
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        attention: policy.wants_attention(),
+        hidden: false,
+    };
+    let fwd = model.forward(input, &mut cache, opts);
+    policy::apply(policy.as_mut(), &mut cache, &fwd.attentions, prefill);
+    if let Some(l) = fwd.logits {
+        let all = logits_row(l)?;
+        let vocab = all.len() / prefill;
+        for (i, row) in all.chunks_exact(vocab).enumerate() {
+            if let Some(&next) = ids.get(i + 1) {
+                push(row, next);
+            }
         }
-        if let (Some(next), Some(l)) = (ids.get(i + 1), logits) {
-            let row = logits_row(l)?;
-            let (argmax, max) =
-                row.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |b, (j, &x)| if x > b.1 { (j, x) } else { b },
-                    );
-            let max = max as f64;
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&x| (x as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            out.push((
-                Some((row[*next as usize] as f64 - lse) as f32),
-                argmax as u32,
-            ));
+    }
+    for i in prefill..ids.len() {
+        let logits = step(model, &ids[i..i + 1], &mut cache, policy.as_mut(), &device);
+        if let (Some(&next), Some(l)) = (ids.get(i + 1), logits) {
+            push(&logits_row(l)?, next);
         }
     }
     Ok(out)

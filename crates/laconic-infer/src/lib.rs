@@ -2,7 +2,8 @@
 //!
 //! One decoder for Llama, Qwen2/Qwen2.5 and Qwen3 ([`model::Model`]), loaded from Hugging
 //! Face directories (safetensors, f32/f16/bf16, sharded or not) or GGUF files (F32, F16, BF16,
-//! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, dequantized on load), with a caller-owned KV cache
+//! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; on the CPU Q8_0/Q4_0/Q4_1 stay packed and decode
+//! through [`qmatrix`]'s SIMD kernel, the others are dequantized), with a caller-owned KV cache
 //! ([`cache::KvCache`]) that eviction policies prune ([`policy`]), the model's own tokenizer
 //! and chat template, and sampling.
 //!

@@ -662,7 +662,8 @@ mod avx2 {
                 for g in 0..chunks {
                     let d = if per_row { scales[0] } else { scales[g] };
                     // SAFETY: chunk `g` has 32 bytes at `32 * g` within the row.
-                    let w = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * g) as *const __m256i) };
+                    let w =
+                        unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * g) as *const __m256i) };
                     let aw = _mm256_sign_epi8(w, w);
                     for j in 0..M {
                         let xi = j * chunks + g;

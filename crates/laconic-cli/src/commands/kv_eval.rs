@@ -1,16 +1,17 @@
 //! `laconic kv-eval`: what each KV eviction policy costs in quality, per budget.
 //!
-//! For every policy and budget: the perplexity of a long real text fed one token at a time
-//! with eviction after each step, and the agreement of greedy predictions with the full
-//! cache (teacher-forced on the full cache's own greedy continuation of the text's start, so
-//! one early disagreement does not doom the rest).
+//! For every policy and budget: the perplexity of a long real text whose first
+//! `--prompt-tokens` are prefilled in one pass and the rest fed one token at a time with
+//! eviction after each step (counted over the decoded tokens only), and the agreement of
+//! greedy predictions with the full cache (teacher-forced on the full cache's own greedy
+//! continuation of the same prompt, so one early disagreement does not doom the rest).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use laconic_infer::generate::{GenerateConfig, generate, step_through};
+use laconic_infer::generate::{GenerateConfig, generate, step_through_from};
 use laconic_infer::policy::KvPolicyConfig;
 use serde_json::{Value, json};
 
@@ -239,8 +240,11 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, budget, cfg) in configs {
         let t = Instant::now();
-        let ppl = perplexity(&step_through(&m.model, ids, &cfg)?);
-        let steps = step_through(&m.model, &forced, &cfg)?;
+        // The prompt is prefilled in one pass (SnapKV compresses it there); the perplexity
+        // counts only the tokens decoded after it, where the cache policy acts.
+        let all = step_through_from(&m.model, ids, &cfg, prompt.len())?;
+        let ppl = perplexity(&all[prompt.len().min(all.len())..]);
+        let steps = step_through_from(&m.model, &forced, &cfg, prompt.len())?;
         let agree = greedy
             .iter()
             .enumerate()
@@ -250,7 +254,14 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
         if name == "full" {
             full_ppl = ppl;
         }
-        let max_entries = cfg.max_entries().unwrap_or(ids.len()).min(ids.len());
+        // SnapKV caps the prompt only; decoded entries are added after it.
+        let max_entries = match cfg {
+            KvPolicyConfig::SnapKv { budget, .. } => {
+                budget.min(prompt.len()) + ids.len() - prompt.len()
+            }
+            _ => cfg.max_entries().unwrap_or(ids.len()),
+        }
+        .min(ids.len());
         let secs = t.elapsed().as_secs_f64();
         let delta = 100.0 * (ppl / full_ppl - 1.0);
         println!(
