@@ -232,6 +232,16 @@ pub struct Generation {
 }
 
 /// Reads one row of logits `[1, 1, vocab]` back to the host.
+/// `ln Σ exp(x)` over a row of logits whose maximum is `max`, in f64.
+pub(crate) fn log_sum_exp(row: &[f32], max: f32) -> f64 {
+    let max = max as f64;
+    max + row
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 pub(crate) fn logits_row(t: Tensor<3>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
@@ -512,13 +522,7 @@ pub fn step_through_from(
                 (0, f32::NEG_INFINITY),
                 |b, (j, &x)| if x > b.1 { (j, x) } else { b },
             );
-        let max = max as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+        let lse = log_sum_exp(row, max);
         out.push((
             Some((row[next as usize] as f64 - lse) as f32),
             argmax as u32,

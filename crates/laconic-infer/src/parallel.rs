@@ -238,13 +238,8 @@ pub fn generate_samples(
                 q
             } else {
                 let t = s.sampler.sample(row);
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let lse = max
-                    + row
-                        .iter()
-                        .map(|&x| (x as f64 - max).exp())
-                        .sum::<f64>()
-                        .ln();
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let lse = crate::generate::log_sum_exp(row, max);
                 s.logprob_sum += row[t as usize] as f64 - lse;
                 s.sampled += 1;
                 if s.thinking {
