@@ -231,7 +231,6 @@ pub struct Generation {
     pub think_tokens: usize,
 }
 
-/// Reads one row of logits `[1, 1, vocab]` back to the host.
 /// `ln Σ exp(x)` over a row of logits whose maximum is `max`, in f64.
 pub(crate) fn log_sum_exp(row: &[f32], max: f32) -> f64 {
     let max = max as f64;
@@ -242,6 +241,7 @@ pub(crate) fn log_sum_exp(row: &[f32], max: f32) -> f64 {
         .ln()
 }
 
+/// Reads logits back to the host as one flat vector (`[1, 1, vocab]`: one row).
 pub(crate) fn logits_row(t: Tensor<3>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()

@@ -600,22 +600,30 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// One output row for every input of the pass.
+    /// Calls `$f::<M>` with `M` the pass's input count, a constant so that the per-input
+    /// accumulators live in registers.
+    macro_rules! for_inputs {
+        ($f:ident, $c:expr, $r:expr, $out:expr) => {
+            match $c.m {
+                1 => $f::<1>($c, $r, $out),
+                2 => $f::<2>($c, $r, $out),
+                3 => $f::<3>($c, $r, $out),
+                4 => $f::<4>($c, $r, $out),
+                5 => $f::<5>($c, $r, $out),
+                6 => $f::<6>($c, $r, $out),
+                7 => $f::<7>($c, $r, $out),
+                _ => $f::<8>($c, $r, $out),
+            }
+        };
+    }
+
+    /// One output row for every input of the pass, on f32 activations.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn row(c: &RowCtx<'_>, r: usize, out: &mut [f32]) {
-        match c.m {
-            1 => row_m::<1>(c, r, out),
-            2 => row_m::<2>(c, r, out),
-            3 => row_m::<3>(c, r, out),
-            4 => row_m::<4>(c, r, out),
-            5 => row_m::<5>(c, r, out),
-            6 => row_m::<6>(c, r, out),
-            7 => row_m::<7>(c, r, out),
-            _ => row_m::<8>(c, r, out),
-        }
+        for_inputs!(row_m, c, r, out)
     }
 
     /// One output row for every input of the pass, on int8-quantized activations.
@@ -624,16 +632,7 @@ mod avx2 {
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn row_int8(c: &RowCtx<'_>, r: usize, out: &mut [f32]) {
-        match c.m {
-            1 => row_int8_m::<1>(c, r, out),
-            2 => row_int8_m::<2>(c, r, out),
-            3 => row_int8_m::<3>(c, r, out),
-            4 => row_int8_m::<4>(c, r, out),
-            5 => row_int8_m::<5>(c, r, out),
-            6 => row_int8_m::<6>(c, r, out),
-            7 => row_int8_m::<7>(c, r, out),
-            _ => row_int8_m::<8>(c, r, out),
-        }
+        for_inputs!(row_int8_m, c, r, out)
     }
 
     /// 32 weights times 32 activations, as 8 i32 lane sums: `maddubs` multiplies unsigned
