@@ -193,6 +193,19 @@ fn chat_renders_the_template() {
     assert!(stderr(&o).contains("prompt tokens"), "{}", stderr(&o));
 }
 
+/// `laconic generate --model MODEL --prompt hi EXTRA...`.
+fn generate_hi(model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().expect("path"),
+        "--prompt",
+        "hi",
+    ];
+    args.extend_from_slice(extra);
+    laconic(&args)
+}
+
 #[test]
 fn bad_input_fails_cleanly() {
     let o = laconic(&[
@@ -224,49 +237,16 @@ fn bad_input_fails_cleanly() {
         &long,
     ]);
     assert_clean_failure(&o, "context length");
-    let o = laconic(&[
-        "generate",
-        "--model",
-        model.to_str().expect("path"),
-        "--prompt",
-        "hi",
-        "--top-p",
-        "0",
-    ]);
+    let o = generate_hi(&model, &["--top-p", "0"]);
     assert_clean_failure(&o, "top-p");
-    let o = laconic(&[
-        "generate",
-        "--model",
-        model.to_str().expect("path"),
-        "--prompt",
-        "hi",
-        "--device",
-        "cuda",
-    ]);
+    let o = generate_hi(&model, &["--device", "cuda"]);
     assert_clean_failure(&o, "--features cuda");
-    let o = laconic(&[
-        "generate",
-        "--model",
-        model.to_str().expect("path"),
-        "--prompt",
-        "hi",
-        "--weights",
-        "int3",
-    ]);
+    let o = generate_hi(&model, &["--weights", "int3"]);
     assert_clean_failure(&o, "--weights 'int3'");
-    let o = laconic(&[
-        "generate",
-        "--model",
-        fixtures()
-            .join("llama/model-f32.gguf")
-            .to_str()
-            .expect("path"),
-        "--chat",
-        "--prompt",
-        "hi",
-        "--system",
-        "x",
-    ]);
+    let o = generate_hi(
+        &fixtures().join("llama/model-f32.gguf"),
+        &["--chat", "--system", "x"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -346,27 +326,33 @@ fn kv_eval_compares_policies_with_the_full_cache() {
     assert!(
         plot.starts_with("<svg") && ["h2o", "window", "snapkv"].iter().all(|p| plot.contains(p))
     );
-    // Bad input: a missing file, and a text too short for the request.
-    let o = laconic(&[
-        "kv-eval",
-        "--model",
-        model.to_str().expect("path"),
-        "--data",
-        "/no/such.jsonl",
-    ]);
-    assert_clean_failure(&o, "/no/such.jsonl");
-    let o = laconic(&[
-        "kv-eval",
-        "--model",
-        model.to_str().expect("path"),
-        "--data",
-        data.to_str().expect("path"),
-        "--tokens",
-        "250",
-        "--prompt-tokens",
-        "48",
-        "--greedy-tokens",
-        "24",
-    ]);
-    assert_clean_failure(&o, "tokens");
+    // Bad input: a missing file, a text too short for the request, and a prompt that leaves
+    // no tokens to measure the perplexity on.
+    let kv_eval = |data: &str, extra: &[&str]| {
+        let mut args = vec![
+            "kv-eval",
+            "--model",
+            model.to_str().expect("path"),
+            "--data",
+            data,
+        ];
+        args.extend_from_slice(extra);
+        laconic(&args)
+    };
+    assert_clean_failure(&kv_eval("/no/such.jsonl", &[]), "/no/such.jsonl");
+    let data = data.to_str().expect("path");
+    let o = kv_eval(
+        data,
+        &[
+            "--tokens",
+            "250",
+            "--prompt-tokens",
+            "48",
+            "--greedy-tokens",
+            "24",
+        ],
+    );
+    assert_clean_failure(&o, "has only");
+    let o = kv_eval(data, &["--tokens", "40", "--prompt-tokens", "48"]);
+    assert_clean_failure(&o, "--tokens (40) larger than --prompt-tokens (48)");
 }

@@ -57,15 +57,18 @@ struct Row {
     agree: f64,
 }
 
+/// A plotters drawing error as an `anyhow` error.
+fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
 /// Draws two panels against the budget: perplexity change from the full cache, and greedy
 /// agreement with it, one line per policy.
 fn plot(path: &PathBuf, rows: &[Row], title: &str) -> Result<()> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let root = root
-        .titled(title, ("sans-serif", 18))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.fill(&WHITE).map_err(draw_error)?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(draw_error)?;
     let panels = root.split_evenly((1, 2));
     let budgets: Vec<usize> = rows.iter().map(|r| r.budget).filter(|&b| b > 0).collect();
     let (bmin, bmax) = (
@@ -97,13 +100,13 @@ fn plot(path: &PathBuf, rows: &[Row], title: &str) -> Result<()> {
             .x_label_area_size(36)
             .y_label_area_size(50)
             .build_cartesian_2d((bmin * 0.9..bmax * 1.1).log_scale(), lo..hi)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(draw_error)?;
         chart
             .configure_mesh()
             .x_desc("KV budget (entries per head)")
             .y_desc(label)
             .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(draw_error)?;
         for (i, p) in policies.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let pts: Vec<(f64, f64)> = rows
@@ -113,21 +116,21 @@ fn plot(path: &PathBuf, rows: &[Row], title: &str) -> Result<()> {
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(draw_error)?
                 .label(*p)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
             chart
                 .draw_series(pts.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(draw_error)?;
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(draw_error)?;
     }
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -173,24 +176,40 @@ fn perplexity(lp: &[(Option<f32>, u32)]) -> f64 {
 
 /// Runs `laconic kv-eval`.
 pub fn run(args: KvEvalArgs) -> Result<()> {
-    let m = super::load_model(&args.model)?;
-    let text = read_text(&args.data)?;
-    let ids = m.tokenizer.encode(&text, true)?;
-    if ids.len() < args.tokens.max(args.prompt_tokens) {
+    // Flags first, before a model is loaded or a token is decoded.
+    if args.prompt_tokens == 0 || args.greedy_tokens == 0 || args.tokens <= args.prompt_tokens {
         bail!(
-            "{} has only {} tokens; need {}",
-            args.data.display(),
-            ids.len(),
-            args.tokens.max(args.prompt_tokens)
+            "--prompt-tokens and --greedy-tokens must be positive, and --tokens ({}) larger than \
+             --prompt-tokens ({}): the perplexity counts the tokens decoded after the prompt",
+            args.tokens,
+            args.prompt_tokens
         );
     }
-    if args.tokens < 2 || args.prompt_tokens == 0 || args.greedy_tokens == 0 {
-        bail!("--tokens must be at least 2, --prompt-tokens and --greedy-tokens positive");
+    let mut configs = vec![("full".to_string(), 0usize, KvPolicyConfig::Full)];
+    for p in &args.policies {
+        for &b in &args.budgets {
+            configs.push((
+                p.clone(),
+                b,
+                KvPolicyConfig::from_flags(p, Some(b), None, None, None)?,
+            ));
+        }
     }
+    let text = read_text(&args.data)?;
+    let m = super::load_model(&args.model)?;
     let context = m.config().max_position_embeddings;
     if args.tokens > context || args.prompt_tokens + args.greedy_tokens > context {
         bail!(
             "--tokens and --prompt-tokens + --greedy-tokens must fit the context length {context}"
+        );
+    }
+    let ids = m.tokenizer.encode(&text, true)?;
+    if ids.len() < args.tokens {
+        bail!(
+            "{} has only {} tokens; --tokens asks for {}",
+            args.data.display(),
+            ids.len(),
+            args.tokens
         );
     }
     let prompt = &ids[..args.prompt_tokens];
@@ -212,17 +231,6 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
     let forced: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
     let c = m.config();
     let entry_bytes = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
-
-    let mut configs = vec![("full".to_string(), 0usize, KvPolicyConfig::Full)];
-    for p in &args.policies {
-        for &b in &args.budgets {
-            configs.push((
-                p.clone(),
-                b,
-                KvPolicyConfig::from_flags(p, Some(b), None, None, None)?,
-            ));
-        }
-    }
     let mut rows = Vec::new();
     let mut measured = Vec::new();
     let mut full_ppl = f64::NAN;
@@ -301,7 +309,7 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         );
-        plot(path, &measured, &title)?;
+        plot(path, &measured, &title).with_context(|| format!("drawing {}", path.display()))?;
     }
     Ok(())
 }
