@@ -92,6 +92,20 @@ enum Command {
     #[command(after_help = "Example:
   laconic kv-eval --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --data ../shared/data/gsm8k/test.jsonl --budgets 64,128,256")]
     KvEval(commands::kv_eval::KvEvalArgs),
+    /// Train a student from a recipe: SFT or LoRA, checkpoints, held-out loss, eval before and after.
+    #[command(after_help = "Examples:
+  laconic train recipes/smollm2-135m-gsm8k-lora.toml
+  laconic train recipes/smollm2-135m-gsm8k-lora.toml --resume      # continue after a stop or a kill")]
+    Train(commands::train::TrainArgs),
+    /// Answer a dataset's problems greedily and grade them: accuracy, mean completion tokens.
+    #[command(after_help = "Examples:
+  laconic eval --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --dataset gsm8k --limit 50 --out eval.jsonl
+  laconic eval -m checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --adapter checkpoints/runs/smollm2-135m-gsm8k-lora/adapter --dataset gsm8k")]
+    Eval(commands::eval::EvalArgs),
+    /// Grade outputs that already exist (JSONL lines with `output` and `gold`).
+    #[command(after_help = "Example:
+  laconic grade --dataset gsm8k --in outputs.jsonl --out graded.jsonl")]
+    Grade(commands::grade::GradeArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +116,9 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::KvEval(a) => commands::kv_eval::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Grade(a) => commands::grade::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

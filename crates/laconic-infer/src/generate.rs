@@ -195,6 +195,7 @@ pub(crate) fn step(
         logits: Logits::Last,
         attention: policy.wants_attention(),
         hidden: false,
+        ..Default::default()
     };
     let out = model.forward(input, cache, opts);
     policy::apply(policy, cache, &out.attentions, ids.len());
@@ -534,6 +535,7 @@ pub fn step_through_from(
         logits: Logits::All,
         attention: policy.wants_attention(),
         hidden: false,
+        ..Default::default()
     };
     let fwd = model.forward(input, &mut cache, opts);
     policy::apply(policy.as_mut(), &mut cache, &fwd.attentions, prefill);

@@ -30,6 +30,7 @@
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -287,6 +287,7 @@ pub fn generate_samples(
             logits: crate::model::Logits::Last,
             attention: policy.wants_attention(),
             hidden: false,
+            ..Default::default()
         };
         let out = model.forward(input, &mut cache, opts);
         crate::policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);

@@ -259,3 +259,59 @@ impl SafetensorsDir {
         v
     }
 }
+
+/// Writes f32 tensors `(name, shape, values)` to a safetensors file, atomically: the bytes go
+/// to `PATH.tmp`, are synced, then renamed over `path`. `metadata` becomes the header's
+/// `__metadata__` (string values, as the format requires).
+pub fn write_f32(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &[(String, String)],
+) -> Result<()> {
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), Value::Object(meta));
+    }
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        let n: usize = shape.iter().product();
+        if n != values.len() {
+            return Err(InferError::InvalidArgument(format!(
+                "tensor '{name}': shape {shape:?} holds {n} values, got {}",
+                values.len()
+            )));
+        }
+        let end = offset + 4 * n;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut head = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| InferError::format(path, e.to_string()))?;
+    // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
+    while (8 + head.len()) % 8 != 0 {
+        head.push(b' ');
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+        f.write_all(&(head.len() as u64).to_le_bytes())?;
+        f.write_all(&head)?;
+        for (_, _, values) in tensors {
+            for v in values {
+                f.write_all(&v.to_le_bytes())?;
+            }
+        }
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| InferError::io(path, e))
+}

@@ -94,6 +94,7 @@ fn attention_weights_path_matches_fused_path() {
         logits: Logits::All,
         attention: true,
         hidden: true,
+        ..Default::default()
     };
     let mut c1 = m.model.new_cache();
     let a = m

@@ -83,6 +83,7 @@ fn the_cache_stays_within_budget_and_keeps_positions() {
             logits: Logits::Last,
             attention: policy.wants_attention(),
             hidden: false,
+            ..Default::default()
         };
         let mut cache = m.model.new_cache();
         let device = Device::flex();

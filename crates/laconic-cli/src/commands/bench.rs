@@ -109,6 +109,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             logits: Logits::Last,
             attention: policy.wants_attention(),
             hidden: false,
+            ..Default::default()
         };
         let mut cache = m.model.new_cache();
         let input = Tensor::<2, Int>::from_data(

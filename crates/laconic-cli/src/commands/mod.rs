@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod eval;
 pub mod generate;
+pub mod grade;
 pub mod inspect;
 pub mod kv_eval;
 pub mod score;
+pub mod train;
 
 use anyhow::{Context, Result, anyhow};
 use laconic_infer::{LoadedModel, WeightFormat};

@@ -1,0 +1,81 @@
+//! `laconic eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use laconic_traces::DatasetSpec;
+use laconic_train::data::Formatter;
+use laconic_train::eval::{EvalConfig, evaluate};
+
+use crate::ModelArgs;
+
+/// Arguments of `laconic eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// `gsm8k` or `math500` (the copies in data/), or `gsm8k:PATH` / `math500:PATH`.
+    #[arg(long)]
+    dataset: String,
+    /// Evaluate the first N problems.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Most tokens generated per problem.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Write one JSON line per problem (question, output, extracted, gold, correct).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A LoRA adapter directory (PEFT layout, as `laconic train` writes) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// A system message for every prompt.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    kv: crate::KvArgs,
+}
+
+/// The spec a `--dataset` value names: a bare name reads the copy shipped in `data/`.
+pub fn dataset_spec(s: &str) -> Result<DatasetSpec> {
+    let s = match s {
+        "gsm8k" => "gsm8k:data/gsm8k/test.jsonl",
+        "math500" | "math" => "math500:data/math500/test.jsonl",
+        other => other,
+    };
+    Ok(DatasetSpec::parse(s)?)
+}
+
+/// Runs `laconic eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let spec = dataset_spec(&args.dataset)?;
+    let mut m = super::load_model(&args.model)?;
+    if let Some(dir) = &args.adapter {
+        let n = laconic_train::lora::load_peft(&mut m.model, dir)
+            .with_context(|| format!("loading adapter {}", dir.display()))?;
+        eprintln!("adapter: {n} LoRA layers from {}", dir.display());
+    }
+    let eos = m.config().eos_token_ids.first().copied();
+    let formatter = Formatter::new(
+        &m.tokenizer,
+        m.chat_template.as_ref(),
+        eos,
+        args.system.clone(),
+    );
+    let config = EvalConfig {
+        limit: args.limit.unwrap_or(usize::MAX),
+        max_new_tokens: args.max_new_tokens,
+        kv_policy: args.kv.config()?,
+    };
+    let s = evaluate(
+        &m.model,
+        &formatter,
+        &spec,
+        &config,
+        args.out.as_deref(),
+        true,
+    )?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}

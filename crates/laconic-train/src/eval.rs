@@ -1,0 +1,126 @@
+//! Generation-based evaluation: greedy answers to a dataset's problems, graded by
+//! `laconic-traces`, with one JSONL line per problem.
+
+use std::io::Write;
+use std::path::Path;
+
+use laconic_infer::generate::{GenerateConfig, generate};
+use laconic_infer::model::Model;
+use laconic_infer::policy::KvPolicyConfig;
+use laconic_traces::DatasetSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::data::Formatter;
+use crate::error::{Result, TrainError};
+
+/// Accuracy and length over an evaluation set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// The dataset spec.
+    pub dataset: String,
+    /// Problems evaluated.
+    pub problems: usize,
+    /// Answers graded correct.
+    pub correct: usize,
+    /// `correct / problems`.
+    pub accuracy: f64,
+    /// Outputs with no answer the grader could extract.
+    pub unextracted: usize,
+    /// Mean generated tokens per problem.
+    pub mean_completion_tokens: f64,
+}
+
+/// What to evaluate and how to decode.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Evaluate the first N problems.
+    pub limit: usize,
+    /// Most tokens generated per problem.
+    pub max_new_tokens: usize,
+    /// What the KV cache keeps while decoding.
+    pub kv_policy: KvPolicyConfig,
+}
+
+/// Answers the first `config.limit` problems of `spec` greedily, grades them, and writes one
+/// line per problem to `out` (question, output, extracted answer, gold, correct, tokens),
+/// atomically.
+pub fn evaluate(
+    model: &Model,
+    formatter: &Formatter,
+    spec: &DatasetSpec,
+    config: &EvalConfig,
+    out: Option<&Path>,
+    progress: bool,
+) -> Result<EvalSummary> {
+    let grader = spec.grader().ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "evaluation needs a dataset with gold answers and a grader (gsm8k:PATH or math500:PATH), got {}",
+            spec.path().display()
+        ))
+    })?;
+    let mut problems = spec.load()?;
+    problems.truncate(config.limit);
+    let gen_config = GenerateConfig {
+        max_new_tokens: config.max_new_tokens,
+        stop_tokens: formatter.stop_tokens(&model.config().eos_token_ids),
+        kv_policy: config.kv_policy.clone(),
+        ..Default::default()
+    };
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(problems.len() as u64);
+        if let Ok(s) =
+            indicatif::ProgressStyle::with_template("eval {pos}/{len} [{bar:30}] {msg} eta {eta}")
+        {
+            b.set_style(s);
+        }
+        b
+    });
+    let mut lines = Vec::with_capacity(problems.len());
+    let (mut correct, mut unextracted, mut tokens) = (0, 0, 0);
+    for p in &problems {
+        let prompt = formatter.prompt_ids(p)?;
+        let mut cache = model.new_cache();
+        let g = generate(
+            model,
+            formatter.tokenizer(),
+            &prompt,
+            &gen_config,
+            &mut cache,
+            |_| {},
+        )?;
+        let gold = p.gold.clone().unwrap_or_else(|| p.answer.clone());
+        let graded = grader.grade(&g.text, &gold);
+        correct += usize::from(graded.correct);
+        unextracted += usize::from(graded.extracted.is_none());
+        tokens += g.tokens.len();
+        lines.push(json!({
+            "id": p.id, "question": p.question, "output": g.text,
+            "extracted": graded.extracted, "gold": graded.gold.unwrap_or(gold),
+            "correct": graded.correct, "completion_tokens": g.tokens.len(),
+        }));
+        if let Some(b) = &bar {
+            b.inc(1);
+            b.set_message(format!("{correct}/{} correct", lines.len()));
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if let Some(out) = out {
+        let mut text = Vec::new();
+        for l in &lines {
+            writeln!(text, "{l}").map_err(|e| TrainError::io(out, e))?;
+        }
+        crate::checkpoint::write_atomic(out, &text)?;
+    }
+    let n = problems.len();
+    Ok(EvalSummary {
+        dataset: spec.path().display().to_string(),
+        problems: n,
+        correct,
+        accuracy: correct as f64 / n.max(1) as f64,
+        unextracted,
+        mean_completion_tokens: tokens as f64 / n.max(1) as f64,
+    })
+}

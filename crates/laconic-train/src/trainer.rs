@@ -1,0 +1,505 @@
+//! The training loop: a recipe in, a run directory out.
+//!
+//! ```text
+//! RUN/recipe.toml        the recipe with every default filled in
+//! RUN/metrics.jsonl      one line per step (loss, lr, grad norm, tokens/s) and per evaluation
+//! RUN/loss.svg           the training and held-out loss curves
+//! RUN/checkpoints/       resumable checkpoints (see `checkpoint`)
+//! RUN/adapter/           LoRA runs: the adapter in PEFT's layout
+//! RUN/eval-before.jsonl  generation eval of the base model (when the recipe has [eval])
+//! RUN/eval-after.jsonl   the same after training
+//! RUN/summary.json       losses and accuracies before and after
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use laconic_infer::model::{ForwardOptions, Logits, Model};
+use laconic_infer::{LoadedModel, WeightFormat};
+use laconic_traces::{DatasetSpec, Trace};
+use serde_json::json;
+
+use crate::checkpoint::{self, TrainState};
+use crate::data::{CausalBatcher, Example, Formatter, TrainData, tokenize};
+use crate::error::{Result, TrainError};
+use crate::eval::{EvalConfig, EvalSummary, evaluate};
+use crate::optim::{AdamW, learning_rate};
+use crate::params;
+use crate::plot::draw_loss;
+use crate::recipe::{Method, Recipe};
+
+/// How to run a recipe.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the run's latest checkpoint (error if it has none).
+    pub resume: bool,
+    /// Write into this directory instead of the recipe's.
+    pub run_dir: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Skip the generation eval before and after (the held-out loss is still computed).
+    pub skip_eval: bool,
+    /// Stop (with a checkpoint) once this many steps are done, before the recipe's end; a
+    /// later `resume` continues from there.
+    pub stop_after: Option<usize>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Optimizer steps done in total.
+    pub steps: usize,
+    /// Training examples used, and those left out as too long.
+    pub examples: (usize, usize),
+    /// Held-out loss before training (None when resumed past the start).
+    pub valid_loss_before: Option<f64>,
+    /// Held-out loss after training.
+    pub valid_loss_after: f64,
+    /// Generation eval before and after, if the recipe asks for it.
+    pub eval: Option<(EvalSummary, EvalSummary)>,
+}
+
+/// A model loaded for training: f32 weights on the autodiff device.
+pub fn load_for_training(recipe: &Recipe) -> Result<LoadedModel> {
+    let device = laconic_infer::device::parse_device(&recipe.model.device)?.autodiff();
+    Ok(laconic_infer::load_with(
+        &recipe.model.path,
+        &device,
+        WeightFormat::F32,
+    )?)
+}
+
+/// Cross-entropy of a batch on its completion tokens, summed and divided by `denom`.
+pub fn batch_loss(
+    model: &Model,
+    batch: &crate::data::Batch,
+    denom: f64,
+    training: bool,
+) -> Tensor<1> {
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        training,
+        ..Default::default()
+    };
+    let logits = model
+        .forward(batch.inputs.clone(), &mut cache, opts)
+        .logits
+        .expect("Logits::All always returns logits");
+    let logp = log_softmax(logits, 2);
+    let picked: Tensor<2> = logp
+        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
+        .squeeze_dim(2);
+    picked.mul(batch.mask.clone()).sum().neg().div_scalar(denom)
+}
+
+/// Mean loss per completion token over `examples` (no gradients), in batches of `batch`.
+pub fn held_out_loss(model: &Model, examples: &[Example], batch: usize) -> f64 {
+    if examples.is_empty() {
+        return f64::NAN;
+    }
+    let device = model.embed_tokens.weight.device();
+    let mut sorted: Vec<&Example> = examples.iter().collect();
+    sorted.sort_by_key(|e| e.ids.len());
+    let total: usize = examples.iter().map(Example::target_tokens).sum();
+    let mut sum = 0.0;
+    for chunk in sorted.chunks(batch.max(1)) {
+        let b = CausalBatcher.batch(chunk.iter().map(|e| (*e).clone()).collect(), &device);
+        sum += batch_loss(model, &b, 1.0, false).into_scalar::<f32>() as f64;
+    }
+    sum / total as f64
+}
+
+/// What must not change between a run and its resumption.
+fn fingerprint(r: &Recipe) -> String {
+    json!({
+        "method": r.method, "model": r.model, "data": r.data, "lora": r.lora, "optim": r.optim,
+        "seed": r.train.seed, "batch_size": r.train.batch_size, "grad_accum": r.train.grad_accum,
+        "steps": r.train.steps,
+    })
+    .to_string()
+}
+
+/// Serializes use of the backend's global RNG between training runs in one process.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Mixes the seed with a step and micro-batch into the seed of that micro-batch's dropout.
+fn micro_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut x = seed ^ ((step as u64) << 20) ^ micro as u64;
+    // splitmix64 finalizer
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn load_traces(spec: &str) -> Result<Vec<Trace>> {
+    Ok(DatasetSpec::parse(spec)?.load()?)
+}
+
+/// Runs a recipe to its last step (or continues it with `options.resume`).
+pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
+    let run = options.run_dir.clone().unwrap_or_else(|| recipe.run_dir());
+    let resume_from = if options.resume {
+        Some(checkpoint::latest(&run)?.ok_or_else(|| {
+            TrainError::checkpoint(&run, "--resume: the run has no checkpoint yet")
+        })?)
+    } else {
+        if checkpoint::latest(&run)?.is_some() {
+            return Err(TrainError::checkpoint(
+                &run,
+                "the run directory already holds checkpoints; pass --resume to continue it, or \
+                 choose another run directory",
+            ));
+        }
+        None
+    };
+    std::fs::create_dir_all(&run).map_err(|e| TrainError::io(&run, e))?;
+    checkpoint::write_atomic(&run.join("recipe.toml"), recipe.to_toml().as_bytes())?;
+
+    let loaded = load_for_training(recipe)?;
+    let LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        ..
+    } = loaded;
+    let eos = model.config().eos_token_ids.first().copied();
+    let formatter = Formatter::new(
+        &tokenizer,
+        chat_template.as_ref(),
+        eos,
+        recipe.data.system.clone(),
+    );
+
+    // Data: the held-out split first, then the limit.
+    let mut train_traces = load_traces(&recipe.data.train)?;
+    let valid_traces = match &recipe.data.valid {
+        Some(spec) => load_traces(spec)?,
+        None => {
+            let n = recipe.data.valid_size.min(train_traces.len() / 2);
+            train_traces.split_off(train_traces.len() - n)
+        }
+    };
+    if let Some(limit) = recipe.data.limit {
+        train_traces.truncate(limit);
+    }
+    let train_ex = tokenize(&formatter, &train_traces, recipe.data.max_seq_len)?;
+    let valid_ex = tokenize(&formatter, &valid_traces, recipe.data.max_seq_len)?;
+    if train_ex.examples.is_empty() {
+        return Err(TrainError::Data {
+            path: PathBuf::from(&recipe.data.train),
+            reason: format!(
+                "no usable examples ({} longer than data.max_seq_len = {})",
+                train_ex.too_long, recipe.data.max_seq_len
+            ),
+        });
+    }
+    let examples = (train_ex.examples.len(), train_ex.too_long);
+    let data = TrainData::new(
+        train_ex.examples,
+        recipe.train.batch_size,
+        recipe.train.seed,
+    );
+
+    // The model to train.
+    let mut model = match (recipe.method, &recipe.lora) {
+        (Method::Lora, Some(l)) => lora_model(model, l, recipe.train.seed)?,
+        _ => model,
+    };
+    let device = model.embed_tokens.weight.device();
+    let mut optim = AdamW::new(recipe.optim.clone());
+    let trainable_paths: Vec<String> = trainable_paths(&model);
+    let keep = |p: &str| trainable_paths.iter().any(|t| t == p);
+    let mut state = TrainState {
+        step: 0,
+        micro_batches: 0,
+        tokens: 0,
+        elapsed_s: 0.0,
+        seed: recipe.train.seed,
+        fingerprint: fingerprint(recipe),
+    };
+    if let Some(dir) = &resume_from {
+        let ck = checkpoint::load(dir)?;
+        if ck.state.fingerprint != state.fingerprint {
+            return Err(TrainError::checkpoint(
+                dir,
+                "the recipe changed since this checkpoint (model, data, method, LoRA, optimizer, \
+                 seed, batch or steps); start a new run directory instead",
+            ));
+        }
+        model = params::assign(model, ck.trainable, &dir.join("trainable.safetensors"))?;
+        optim
+            .restore(ck.state.step, ck.optimizer, &device.clone().inner())
+            .map_err(|e| TrainError::checkpoint(dir.join("optimizer.safetensors"), e))?;
+        state = ck.state;
+    }
+
+    let metrics_path = run.join("metrics.jsonl");
+    let mut metrics = open_metrics(&metrics_path, state.step)?;
+    let valid_batch = recipe.train.batch_size;
+    let valid_loss_before = if state.step == 0 {
+        let l = held_out_loss(&model.valid(), &valid_ex.examples, valid_batch);
+        write_metric(
+            &mut metrics,
+            &metrics_path,
+            &json!({"step": 0, "valid_loss": l}),
+        )?;
+        Some(l)
+    } else {
+        None
+    };
+    // The eval of the base model runs once; a resumed run reads what the first part wrote.
+    let before_path = run.join("eval-before.json");
+    let eval_before = match &recipe.eval {
+        Some(_) if options.skip_eval => None,
+        Some(_) if state.step > 0 => read_eval_summary(&before_path),
+        Some(e) => {
+            let s = evaluate(
+                &model.valid(),
+                &formatter,
+                &DatasetSpec::parse(&e.dataset)?,
+                &eval_config(e),
+                Some(&run.join("eval-before.jsonl")),
+                options.progress,
+            )?;
+            let v = serde_json::to_value(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            checkpoint::write_json(&before_path, &v)?;
+            Some(s)
+        }
+        None => None,
+    };
+
+    let total = recipe.train.steps;
+    let bar = progress_bar(options.progress, total, state.step);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let o = &recipe.optim;
+    let stop_at = options.stop_after.unwrap_or(total).min(total);
+    while state.step < stop_at {
+        let step = state.step;
+        let lr = learning_rate(step, total, o.lr, o.warmup_steps, o.min_lr_ratio);
+        let micro: Vec<Vec<Example>> = (0..recipe.train.grad_accum)
+            .map(|k| data.micro_batch(state.micro_batches + k))
+            .collect();
+        let denom: usize = micro.iter().flatten().map(Example::target_tokens).sum();
+        let mut acc = GradientsAccumulator::<Model>::new();
+        let mut loss = 0.0;
+        let mut tokens = 0;
+        for (k, items) in micro.into_iter().enumerate() {
+            let batch = CausalBatcher.batch(items, &device);
+            tokens += batch.tokens;
+            let l = {
+                // The backend's RNG is global: hold it from the seed through the forward pass
+                // (where dropout draws), so that concurrent runs in one process stay exact.
+                let _rng = RNG
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                device.seed(micro_seed(recipe.train.seed, step, k));
+                batch_loss(&model, &batch, denom.max(1) as f64, true)
+            };
+            loss += l.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            acc.accumulate(&model, grads);
+        }
+        let (updated, grad_norm) = optim.step(lr, model, acc.grads());
+        model = updated;
+        state.step += 1;
+        state.micro_batches += recipe.train.grad_accum;
+        state.tokens += tokens as u64;
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        let tokens_per_s = state.tokens as f64 / state.elapsed_s.max(1e-9);
+        write_metric(
+            &mut metrics,
+            &metrics_path,
+            &json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "tokens": state.tokens, "tokens_per_s": tokens_per_s, "elapsed_s": state.elapsed_s}),
+        )?;
+        if let Some(b) = &bar {
+            b.set_position(state.step as u64);
+            b.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
+        }
+        let last = state.step == stop_at;
+        if recipe.train.eval_every > 0
+            && state.step.is_multiple_of(recipe.train.eval_every)
+            && !last
+        {
+            let l = held_out_loss(&model.valid(), &valid_ex.examples, valid_batch);
+            write_metric(
+                &mut metrics,
+                &metrics_path,
+                &json!({"step": state.step, "valid_loss": l}),
+            )?;
+        }
+        if state.step.is_multiple_of(recipe.train.checkpoint_every) || last {
+            let trainable = params::collect(&model, keep)?;
+            checkpoint::save(
+                &run,
+                &state,
+                &trainable,
+                &optim.state_tensors(),
+                recipe.train.keep_checkpoints,
+            )?;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    let finished = state.step == total;
+    let valid_loss_after = held_out_loss(&model.valid(), &valid_ex.examples, valid_batch);
+    write_metric(
+        &mut metrics,
+        &metrics_path,
+        &json!({"step": state.step, "valid_loss": valid_loss_after}),
+    )?;
+    drop(metrics);
+    draw_loss(&metrics_path, &run.join("loss.svg"))?;
+
+    if let (Method::Lora, Some(l), true) = (recipe.method, &recipe.lora, finished) {
+        let mut m = model.valid();
+        crate::lora::save_peft(
+            &mut m,
+            l,
+            &recipe.model.path.to_string_lossy(),
+            &run.join("adapter"),
+        )?;
+    }
+    let eval = match (&recipe.eval, eval_before) {
+        (Some(e), Some(before)) if finished => {
+            let after = evaluate(
+                &model.valid(),
+                &formatter,
+                &DatasetSpec::parse(&e.dataset)?,
+                &eval_config(e),
+                Some(&run.join("eval-after.jsonl")),
+                options.progress,
+            )?;
+            Some((before, after))
+        }
+        _ => None,
+    };
+    let report = TrainReport {
+        run_dir: run.clone(),
+        steps: state.step,
+        examples,
+        valid_loss_before,
+        valid_loss_after,
+        eval,
+    };
+    write_summary(&run, recipe, &report, &state)?;
+    Ok(report)
+}
+
+fn read_eval_summary(path: &Path) -> Option<EvalSummary> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
+    EvalConfig {
+        limit: e.limit,
+        max_new_tokens: e.max_new_tokens,
+        kv_policy: laconic_infer::policy::KvPolicyConfig::Full,
+    }
+}
+
+fn lora_model(model: Model, lora: &crate::recipe::LoraSection, seed: u64) -> Result<Model> {
+    Ok(crate::lora::attach(model, lora, seed)?.0)
+}
+
+/// Paths of the parameters that train (those that require gradients).
+fn trainable_paths(model: &Model) -> Vec<String> {
+    struct V {
+        path: Vec<String>,
+        out: Vec<String>,
+    }
+    impl burn::module::ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if param.val().is_require_grad() {
+                self.out.push(self.path.join("."));
+            }
+        }
+    }
+    let mut v = V {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
+fn progress_bar(show: bool, total: usize, at: usize) -> Option<indicatif::ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "step {pos}/{len} [{bar:30}] {msg}  elapsed {elapsed} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(at as u64);
+    Some(bar)
+}
+
+/// Opens the metrics file for appending, first dropping lines past `step` (a killed run may
+/// have logged steps its last checkpoint does not hold).
+fn open_metrics(path: &Path, step: usize) -> Result<std::fs::File> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= step && step > 0)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        checkpoint::write_atomic(path, kept.as_bytes())?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))
+}
+
+fn write_metric(f: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<()> {
+    writeln!(f, "{v}").map_err(|e| TrainError::io(path, e))
+}
+
+fn write_summary(run: &Path, recipe: &Recipe, r: &TrainReport, state: &TrainState) -> Result<()> {
+    let eval = r
+        .eval
+        .as_ref()
+        .map(|(b, a)| json!({"before": b, "after": a}));
+    let v = json!({
+        "name": recipe.name,
+        "method": recipe.method,
+        "steps": r.steps,
+        "train_examples": r.examples.0,
+        "left_out_too_long": r.examples.1,
+        "tokens": state.tokens,
+        "elapsed_s": state.elapsed_s,
+        "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
+        "valid_loss_before": r.valid_loss_before,
+        "valid_loss_after": r.valid_loss_after,
+        "eval": eval,
+    });
+    checkpoint::write_json(&run.join("summary.json"), &v)
+}

@@ -1,0 +1,232 @@
+//! Training on a tiny real checkpoint (the Llama fixture of `laconic-infer`: 2 layers,
+//! hidden 64, vocabulary 512, random weights saved by `transformers`): LoRA leaves the base
+//! untouched until trained, merges exactly, trains the loss down, saves and reloads in
+//! PEFT's layout, and a stopped run resumes to the same weights bit for bit.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use laconic_infer::model::{ForwardOptions, Logits, Model};
+use laconic_infer::{WeightFormat, load_with};
+use laconic_train::recipe::LoraSection;
+use laconic_train::{Recipe, TrainOptions, train};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../laconic-infer/tests/fixtures/llama")
+}
+
+/// Short hand-written arithmetic traces (test data, not from a dataset), so that the tiny
+/// tokenizer keeps them well under the length limit.
+fn write_traces(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join("traces.jsonl");
+    let mut text = String::new();
+    for i in 0..n {
+        let (a, b) = (i % 7 + 1, i % 5 + 2);
+        let line = serde_json::json!({
+            "schema": 1,
+            "id": format!("hand/{i}"),
+            "question": format!("What is {a} + {b}?"),
+            "reasoning": format!("{a} + {b} = {}.", a + b),
+            "answer": format!("{}", a + b),
+            "gold": format!("{}", a + b),
+        });
+        text.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&path, text).expect("write traces");
+    path
+}
+
+fn recipe(dir: &Path, steps: usize, extra: &str) -> Recipe {
+    let traces = write_traces(dir, 24);
+    let text = format!(
+        r#"
+name = "tiny"
+method = "lora"
+run_dir = "{run}"
+[model]
+path = "{model}"
+[data]
+train = "traces:{traces}"
+valid_size = 4
+max_seq_len = 128
+[lora]
+rank = 4
+alpha = 8
+dropout = 0.1
+targets = ["all-linear"]
+[optim]
+lr = 1e-2
+warmup_steps = 2
+[train]
+seed = 7
+steps = {steps}
+batch_size = 4
+grad_accum = 2
+checkpoint_every = 3
+{extra}
+"#,
+        run = dir.join("run").display(),
+        model = fixture().display(),
+        traces = traces.display(),
+    );
+    Recipe::parse(&text, Path::new("tiny.toml")).expect("recipe")
+}
+
+fn logits(model: &Model, ids: &[i32], base_only: bool) -> Vec<f32> {
+    let device = model.embed_tokens.weight.device();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        base_only,
+        ..Default::default()
+    };
+    model
+        .forward(input, &mut cache, opts)
+        .logits
+        .expect("logits")
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32")
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn lora_starts_as_identity_switches_off_and_merges_exactly() {
+    let device = Device::flex();
+    let base = load_with(&fixture(), &device, WeightFormat::F32)
+        .expect("load")
+        .model;
+    let ids = [3, 17, 99, 250, 4, 8];
+    let reference = logits(&base, &ids, false);
+    let lora = LoraSection {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (mut model, n) = laconic_train::lora::attach(base, &lora, 1).expect("attach");
+    assert_eq!(n, 2 * 7);
+    // B = 0: the adapted model equals the base.
+    assert_eq!(max_diff(&logits(&model, &ids, false), &reference), 0.0);
+    // Give every B a value, as training would.
+    for (_, p) in model.projections_mut() {
+        if let Some(l) = &mut p.lora {
+            // Deterministic values (not the backend's global RNG, which the training tests
+            // running beside this one seed).
+            let [r, d] = l.b.val().dims();
+            let v: Vec<f32> = (0..r * d)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+                .collect();
+            l.b = burn::module::Param::from_tensor(Tensor::from_data(
+                TensorData::new(v, [r, d]),
+                &device,
+            ));
+        }
+    }
+    let adapted = logits(&model, &ids, false);
+    assert!(
+        max_diff(&adapted, &reference) > 1e-3,
+        "the adapter changes the output"
+    );
+    // Switched off per call, the model is the base again.
+    assert_eq!(max_diff(&logits(&model, &ids, true), &reference), 0.0);
+    // Merged into the weights, the output is the adapted one.
+    assert_eq!(model.merge_lora(), 14);
+    assert!(max_diff(&logits(&model, &ids, false), &adapted) < 1e-4);
+}
+
+#[test]
+fn lora_training_lowers_the_held_out_loss_and_the_adapter_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = recipe(dir.path(), 12, "");
+    let report = train(&r, &TrainOptions::default()).expect("train");
+    let before = report.valid_loss_before.expect("before");
+    assert!(
+        report.valid_loss_after < 0.7 * before,
+        "held-out loss {before} -> {}",
+        report.valid_loss_after
+    );
+    let run = dir.path().join("run");
+    for f in [
+        "recipe.toml",
+        "metrics.jsonl",
+        "loss.svg",
+        "summary.json",
+        "adapter/adapter_config.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains("\"loss\"")).count(),
+        12
+    );
+
+    // The PEFT adapter loaded onto a fresh base reproduces the trained model's held-out loss.
+    let device = Device::flex();
+    let mut fresh = load_with(&fixture(), &device, WeightFormat::F32).expect("load");
+    let n = laconic_train::lora::load_peft(&mut fresh.model, &run.join("adapter")).expect("peft");
+    assert_eq!(n, 14);
+    let traces = laconic_traces::DatasetSpec::parse(&r.data.train)
+        .expect("spec")
+        .load()
+        .expect("traces");
+    let eos = fresh.config().eos_token_ids.first().copied();
+    let f = laconic_train::data::Formatter::new(
+        &fresh.tokenizer,
+        fresh.chat_template.as_ref(),
+        eos,
+        None,
+    );
+    let valid = laconic_train::data::tokenize(&f, &traces[traces.len() - 4..], 128).expect("tok");
+    let l = laconic_train::trainer::held_out_loss(&fresh.model, &valid.examples, 4);
+    assert!(
+        (l - report.valid_loss_after).abs() < 1e-4,
+        "reloaded adapter: {l} vs {}",
+        report.valid_loss_after
+    );
+}
+
+#[test]
+fn a_stopped_run_resumes_to_the_same_weights_bit_for_bit() {
+    let whole = tempfile::tempdir().expect("tempdir");
+    let r = recipe(whole.path(), 7, "");
+    train(&r, &TrainOptions::default()).expect("uninterrupted");
+
+    let parts = tempfile::tempdir().expect("tempdir");
+    let r2 = recipe(parts.path(), 7, "");
+    let stop = TrainOptions {
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    let first = train(&r2, &stop).expect("first part");
+    assert_eq!(first.steps, 3);
+    // Resuming without --resume is refused; with it, the run continues from step 3.
+    assert!(train(&r2, &TrainOptions::default()).is_err());
+    let resumed = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    assert_eq!(train(&r2, &resumed).expect("resumed").steps, 7);
+
+    let last = |d: &Path| {
+        std::fs::read(d.join("run/checkpoints/step-000007/trainable.safetensors")).expect("read")
+    };
+    let (a, b) = (last(whole.path()), last(parts.path()));
+    assert!(a.len() > 1000);
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let opt = |d: &Path| {
+        std::fs::read(d.join("run/checkpoints/step-000007/optimizer.safetensors")).expect("read")
+    };
+    assert!(
+        opt(whole.path()) == opt(parts.path()),
+        "optimizer state differs"
+    );
+}
