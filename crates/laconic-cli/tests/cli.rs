@@ -51,7 +51,9 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 
 #[test]
 fn help_has_examples() {
-    for sub in ["generate", "score", "inspect", "bench", "kv-eval"] {
+    for sub in [
+        "generate", "score", "inspect", "bench", "kv-eval", "train", "eval", "grade",
+    ] {
         let o = laconic(&[sub, "--help"]);
         assert!(o.status.success());
         assert!(
