@@ -106,6 +106,11 @@ enum Command {
     #[command(after_help = "Example:
   laconic grade --dataset gsm8k --in outputs.jsonl --out graded.jsonl")]
     Grade(commands::grade::GradeArgs),
+    /// Store a teacher's top-k next-token log-probabilities on training data, for logit distillation.
+    #[command(after_help = "Example:
+  laconic teacher-logits --teacher checkpoints/teacher.gguf --data gsm8k:data/gsm8k/train.jsonl --top-k 20 --out topk.jsonl
+  (then in the recipe: [distill] topk = \"topk.jsonl\")")]
+    TeacherLogits(commands::teacher_logits::TeacherLogitsArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Grade(a) => commands::grade::run(a),
+        Command::TeacherLogits(a) => commands::teacher_logits::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

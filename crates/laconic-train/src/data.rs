@@ -20,6 +20,8 @@ use crate::error::{Result, TrainError};
 /// One tokenized example: the loss covers `ids[prompt_len..]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// The trace's id.
+    pub id: String,
     /// Prompt and completion token ids.
     pub ids: Vec<u32>,
     /// Tokens of the prompt (no loss on them).
@@ -138,7 +140,11 @@ impl<'a> Formatter<'a> {
         let prompt_len = prompt.len();
         let mut ids = prompt;
         ids.append(&mut tail);
-        Ok(Example { ids, prompt_len })
+        Ok(Example {
+            id: trace.id.clone(),
+            ids,
+            prompt_len,
+        })
     }
 }
 
@@ -331,10 +337,12 @@ mod tests {
     fn batch_masks_only_completion_tokens() {
         let items = vec![
             Example {
+                id: "a".into(),
                 ids: vec![1, 2, 3, 4, 5],
                 prompt_len: 3,
             },
             Example {
+                id: "b".into(),
                 ids: vec![6, 7, 8],
                 prompt_len: 1,
             },

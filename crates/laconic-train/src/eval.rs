@@ -40,6 +40,9 @@ pub struct EvalConfig {
     pub max_new_tokens: usize,
     /// What the KV cache keeps while decoding.
     pub kv_policy: KvPolicyConfig,
+    /// Ask for this compression ratio (the control string a ratio-conditioned student
+    /// learned; see `laconic_traces::schema::ratio_control`).
+    pub ratio: Option<f64>,
 }
 
 /// Answers the first `config.limit` problems of `spec` greedily, grades them, and writes one
@@ -78,7 +81,10 @@ pub fn evaluate(
     });
     let mut lines = Vec::with_capacity(problems.len());
     let (mut correct, mut unextracted, mut tokens) = (0, 0, 0);
-    for p in &problems {
+    for p in problems.iter_mut() {
+        if config.ratio.is_some() {
+            p.ratio = config.ratio;
+        }
         let prompt = formatter.prompt_ids(p)?;
         let mut cache = model.new_cache();
         let g = generate(

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod lora;

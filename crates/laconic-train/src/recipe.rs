@@ -47,6 +47,9 @@ pub struct Recipe {
     /// Steps, batches, checkpoints.
     #[serde(default)]
     pub train: TrainSection,
+    /// Logit distillation from a teacher (added to the cross-entropy).
+    #[serde(default)]
+    pub distill: Option<DistillSection>,
     /// Generation-based evaluation before and after training.
     #[serde(default)]
     pub eval: Option<EvalSection>,
@@ -210,6 +213,57 @@ impl Default for TrainSection {
     }
 }
 
+/// `[distill]`: logit distillation. The loss becomes
+/// `(1 - weight) · cross-entropy + weight · divergence(teacher, student)` per completion
+/// token. Exactly one of `teacher` and `topk` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// A teacher model (GGUF or HF directory) run in-process; it must share the student's
+    /// tokenizer.
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
+    /// A file of stored top-k teacher log-probabilities (`laconic teacher-logits`).
+    #[serde(default)]
+    pub topk: Option<PathBuf>,
+    /// `forward` (KL(teacher‖student)), `reverse` (KL(student‖teacher)) or `mix`.
+    #[serde(default = "default_divergence")]
+    pub divergence: String,
+    /// For `mix`: the weight of the forward KL.
+    #[serde(default = "default_half")]
+    pub mix: f64,
+    /// Weight of the distillation term against the cross-entropy, in [0, 1].
+    #[serde(default = "default_half")]
+    pub weight: f64,
+    /// Softmax temperature of both distributions (the term is scaled by its square).
+    #[serde(default = "default_one")]
+    pub temperature: f64,
+}
+
+fn default_divergence() -> String {
+    "forward".into()
+}
+
+fn default_half() -> f64 {
+    0.5
+}
+
+fn default_one() -> f64 {
+    1.0
+}
+
+impl DistillSection {
+    /// The divergence this section names.
+    pub fn divergence(&self) -> crate::distill::Divergence {
+        use crate::distill::Divergence;
+        match self.divergence.as_str() {
+            "reverse" => Divergence::Reverse,
+            "mix" => Divergence::Mix(self.mix),
+            _ => Divergence::Forward,
+        }
+    }
+}
+
 /// `[eval]`: greedy generation on a dataset, graded, before and after training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +409,30 @@ impl Recipe {
                 }
             }
             (Method::Sft, None) => {}
+        }
+        if let Some(d) = &self.distill {
+            if d.teacher.is_some() == d.topk.is_some() {
+                return Err(
+                    "[distill] needs exactly one of `teacher` (a model) and `topk` (a file)".into(),
+                );
+            }
+            if !["forward", "reverse", "mix"].contains(&d.divergence.as_str()) {
+                return Err(format!(
+                    "distill.divergence = {:?}: expected \"forward\", \"reverse\" or \"mix\"",
+                    d.divergence
+                ));
+            }
+            for (key, v) in [("distill.mix", d.mix), ("distill.weight", d.weight)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(format!("{key} = {v}: must be in [0, 1]"));
+                }
+            }
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return Err(format!(
+                    "distill.temperature = {}: must be positive",
+                    d.temperature
+                ));
+            }
         }
         if let Some(e) = &self.export {
             if !["hf", "gguf"].contains(&e.format.as_str()) {

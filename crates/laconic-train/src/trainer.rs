@@ -26,12 +26,13 @@ use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
 use crate::data::{CausalBatcher, Example, Formatter, TrainData, tokenize};
+use crate::distill::{Teacher, TeacherBatch, TopKStore, distill_loss};
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalConfig, EvalSummary, evaluate};
 use crate::optim::{AdamW, learning_rate};
 use crate::params;
 use crate::plot::draw_loss;
-use crate::recipe::{Method, Recipe};
+use crate::recipe::{DistillSection, Method, Recipe};
 
 /// How to run a recipe.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +77,28 @@ pub fn load_for_training(recipe: &Recipe) -> Result<LoadedModel> {
     )?)
 }
 
+/// Logits `[b, s, vocab]` of a batch's inputs.
+pub fn forward_logits(model: &Model, batch: &crate::data::Batch, training: bool) -> Tensor<3> {
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        training,
+        ..Default::default()
+    };
+    model
+        .forward(batch.inputs.clone(), &mut cache, opts)
+        .logits
+        .expect("Logits::All always returns logits")
+}
+
+/// Cross-entropy summed over a batch's completion tokens.
+pub fn cross_entropy_sum(logits: Tensor<3>, batch: &crate::data::Batch) -> Tensor<1> {
+    let picked: Tensor<2> = log_softmax(logits, 2)
+        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
+        .squeeze_dim(2);
+    picked.mul(batch.mask.clone()).sum().neg()
+}
+
 /// Cross-entropy of a batch on its completion tokens, summed and divided by `denom`.
 pub fn batch_loss(
     model: &Model,
@@ -83,21 +106,39 @@ pub fn batch_loss(
     denom: f64,
     training: bool,
 ) -> Tensor<1> {
-    let mut cache = model.new_cache();
-    let opts = ForwardOptions {
-        logits: Logits::All,
-        training,
-        ..Default::default()
-    };
-    let logits = model
-        .forward(batch.inputs.clone(), &mut cache, opts)
-        .logits
-        .expect("Logits::All always returns logits");
-    let logp = log_softmax(logits, 2);
-    let picked: Tensor<2> = logp
-        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
-        .squeeze_dim(2);
-    picked.mul(batch.mask.clone()).sum().neg().div_scalar(denom)
+    cross_entropy_sum(forward_logits(model, batch, training), batch).div_scalar(denom)
+}
+
+/// Where the distillation signal comes from.
+enum TeacherSource {
+    Model(Box<Teacher>),
+    TopK(TopKStore),
+}
+
+impl TeacherSource {
+    fn open(
+        d: &DistillSection,
+        device: &Device,
+        student: &laconic_infer::tokenizer::Tokenizer,
+    ) -> Result<Self> {
+        match (&d.teacher, &d.topk) {
+            (Some(t), _) => Ok(Self::Model(Box::new(Teacher::load(t, device, student)?))),
+            (None, Some(f)) => Ok(Self::TopK(TopKStore::open(f, student)?)),
+            (None, None) => Err(TrainError::Invalid("[distill] names no teacher".into())),
+        }
+    }
+
+    fn batch(
+        &self,
+        items: &[Example],
+        batch: &crate::data::Batch,
+        device: &Device,
+    ) -> Result<TeacherBatch> {
+        match self {
+            Self::Model(t) => Ok(t.logits(&batch.inputs)),
+            Self::TopK(store) => store.batch(items, batch.inputs.dims()[1], device),
+        }
+    }
 }
 
 /// Mean loss per completion token over `examples` (no gradients), in batches of `batch`.
@@ -121,6 +162,7 @@ pub fn held_out_loss(model: &Model, examples: &[Example], batch: usize) -> f64 {
 fn fingerprint(r: &Recipe) -> String {
     json!({
         "method": r.method, "model": r.model, "data": r.data, "lora": r.lora, "optim": r.optim,
+        "distill": r.distill,
         "seed": r.train.seed, "batch_size": r.train.batch_size, "grad_accum": r.train.grad_accum,
         "steps": r.train.steps,
     })
@@ -242,6 +284,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         state = ck.state;
     }
 
+    let teacher = match &recipe.distill {
+        Some(d) => Some(TeacherSource::open(d, &device, &tokenizer)?),
+        None => None,
+    };
     let metrics_path = run.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, state.step)?;
     let valid_batch = recipe.train.batch_size;
@@ -293,18 +339,37 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         let mut acc = GradientsAccumulator::<Model>::new();
         let mut loss = 0.0;
         let mut tokens = 0;
+        let (mut ce_total, mut kd_total) = (0.0, 0.0);
         for (k, items) in micro.into_iter().enumerate() {
-            let batch = CausalBatcher.batch(items, &device);
+            let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
-            let l = {
+            let logits = {
                 // The backend's RNG is global: hold it from the seed through the forward pass
                 // (where dropout draws), so that concurrent runs in one process stay exact.
                 let _rng = RNG
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 device.seed(micro_seed(recipe.train.seed, step, k));
-                batch_loss(&model, &batch, denom.max(1) as f64, true)
+                forward_logits(&model, &batch, true)
             };
+            let ce = cross_entropy_sum(logits.clone(), &batch);
+            let l = match (&teacher, &recipe.distill) {
+                (Some(t), Some(d)) => {
+                    let tb = t.batch(&items, &batch, &device)?;
+                    let kd = distill_loss(
+                        logits,
+                        &tb,
+                        batch.mask.clone(),
+                        d.divergence(),
+                        d.temperature,
+                    );
+                    ce_total += ce.clone().into_scalar::<f32>() as f64 / denom.max(1) as f64;
+                    kd_total += kd.clone().into_scalar::<f32>() as f64 / denom.max(1) as f64;
+                    ce.mul_scalar(1.0 - d.weight).add(kd.mul_scalar(d.weight))
+                }
+                _ => ce,
+            }
+            .div_scalar(denom.max(1) as f64);
             loss += l.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(l.backward(), &model);
             acc.accumulate(&model, grads);
@@ -319,8 +384,14 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         write_metric(
             &mut metrics,
             &metrics_path,
-            &json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                    "tokens": state.tokens, "tokens_per_s": tokens_per_s, "elapsed_s": state.elapsed_s}),
+            &step_metrics(
+                &state,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                teacher.is_some().then_some((ce_total, kd_total)),
+            ),
         )?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
@@ -407,6 +478,7 @@ fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
         limit: e.limit,
         max_new_tokens: e.max_new_tokens,
         kv_policy: laconic_infer::policy::KvPolicyConfig::Full,
+        ratio: None,
     }
 }
 
@@ -477,6 +549,23 @@ fn open_metrics(path: &Path, step: usize) -> Result<std::fs::File> {
         .append(true)
         .open(path)
         .map_err(|e| TrainError::io(path, e))
+}
+
+fn step_metrics(
+    state: &TrainState,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    tokens_per_s: f64,
+    distill: Option<(f64, f64)>,
+) -> serde_json::Value {
+    let mut v = json!({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+        "tokens": state.tokens, "tokens_per_s": tokens_per_s, "elapsed_s": state.elapsed_s});
+    if let Some((ce, kd)) = distill {
+        v["cross_entropy"] = json!(ce);
+        v["distill"] = json!(kd);
+    }
+    v
 }
 
 fn write_metric(f: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<()> {

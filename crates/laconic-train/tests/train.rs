@@ -230,3 +230,81 @@ fn a_stopped_run_resumes_to_the_same_weights_bit_for_bit() {
         "optimizer state differs"
     );
 }
+
+/// Mean loss of `completion` given the prompt of `trace` with `ratio`.
+fn completion_loss(
+    model: &Model,
+    f: &laconic_train::data::Formatter,
+    trace: &laconic_traces::Trace,
+    ratio: f64,
+    reasoning: &str,
+) -> f64 {
+    let mut t = trace.clone();
+    t.ratio = Some(ratio);
+    t.reasoning = reasoning.to_string();
+    let e = f.example(&t).expect("example");
+    laconic_train::trainer::held_out_loss(model, &[e], 1)
+}
+
+#[test]
+fn ratio_control_strings_condition_the_student() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Hand-written test data: each question twice, verbose at ratio 1 and terse at 0.5.
+    let mut text = String::new();
+    let mut verbose = Vec::new();
+    for i in 0..6 {
+        let (a, b) = (i + 2, i + 5);
+        let long = format!(
+            "First I take {a}. Then I add {b} to it. So {a} + {b} = {}.",
+            a + b
+        );
+        let short = format!("{a} + {b} = {}.", a + b);
+        verbose.push((long.clone(), short.clone()));
+        for (k, (ratio, reasoning)) in [(1.0, long), (0.5, short)].into_iter().enumerate() {
+            let line = serde_json::json!({
+                "schema": 1, "id": format!("hand/{i}/{k}"),
+                "question": format!("What is {a} + {b}?"),
+                "reasoning": reasoning, "answer": format!("{}", a + b), "ratio": ratio,
+            });
+            text.push_str(&format!("{line}\n"));
+        }
+    }
+    let traces = dir.path().join("ratio.jsonl");
+    std::fs::write(&traces, text).expect("write");
+    let mut r = recipe(dir.path(), 40, "");
+    r.data.train = format!("traces:{}", traces.display());
+    r.data.valid_size = 0;
+    r.train.checkpoint_every = 40;
+    r.lora.as_mut().expect("lora").dropout = 0.0;
+    train(&r, &TrainOptions::default()).expect("train");
+
+    let device = Device::flex();
+    let mut m = load_with(&fixture(), &device, WeightFormat::F32).expect("load");
+    laconic_train::lora::load_peft(&mut m.model, &dir.path().join("run/adapter")).expect("adapter");
+    let all = laconic_traces::schema::read_traces(&traces).expect("traces");
+    let eos = m.config().eos_token_ids.first().copied();
+    let f = laconic_train::data::Formatter::new(&m.tokenizer, m.chat_template.as_ref(), eos, None);
+    // The control string is in the prompt the student sees.
+    let prompt = m
+        .tokenizer
+        .decode(&f.prompt_ids(&all[1]).expect("ids"), false)
+        .expect("decode");
+    assert!(prompt.contains("[compress 0.5]"), "{prompt}");
+    for (i, (long, short)) in verbose.iter().enumerate() {
+        let t = &all[2 * i];
+        // Under "[compress 0.5]" the terse reasoning is the likelier one, under "1" the
+        // verbose one: the student learned what the control string asks for.
+        let short_at_half = completion_loss(&m.model, &f, t, 0.5, short);
+        let short_at_one = completion_loss(&m.model, &f, t, 1.0, short);
+        let long_at_half = completion_loss(&m.model, &f, t, 0.5, long);
+        let long_at_one = completion_loss(&m.model, &f, t, 1.0, long);
+        assert!(
+            short_at_half < short_at_one,
+            "{i}: {short_at_half} vs {short_at_one}"
+        );
+        assert!(
+            long_at_one < long_at_half,
+            "{i}: {long_at_one} vs {long_at_half}"
+        );
+    }
+}

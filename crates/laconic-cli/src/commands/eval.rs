@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// A LoRA adapter directory (PEFT layout, as `laconic train` writes) to apply.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Ask a ratio-conditioned student for this compression ratio (appends its control
+    /// string, e.g. `[compress 0.5]`, to every question).
+    #[arg(long)]
+    ratio: Option<f64>,
     /// A system message for every prompt.
     #[arg(long)]
     system: Option<String>,
@@ -67,6 +71,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         limit: args.limit.unwrap_or(usize::MAX),
         max_new_tokens: args.max_new_tokens,
         kv_policy: args.kv.config()?,
+        ratio: args.ratio,
     };
     let s = evaluate(
         &m.model,

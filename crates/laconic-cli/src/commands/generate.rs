@@ -24,6 +24,10 @@ pub struct GenerateArgs {
     /// A system message for --chat (default: whatever the template inserts).
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// With --chat: ask a ratio-conditioned student for this compression ratio (appends its
+    /// control string, e.g. `[compress 0.5]`, to the prompt, as in training).
+    #[arg(long, requires = "chat")]
+    ratio: Option<f64>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -81,7 +85,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         if let Some(s) = &args.system {
             messages.push(Message::new("system", s.clone()));
         }
-        messages.push(Message::new("user", args.prompt.clone()));
+        let content = match args.ratio {
+            Some(r) => format!(
+                "{}\n{}",
+                args.prompt.trim_end(),
+                laconic_traces::schema::ratio_control(r)
+            ),
+            None => args.prompt.clone(),
+        };
+        messages.push(Message::new("user", content));
         template.render(&messages, true)?
     } else {
         args.prompt.clone()

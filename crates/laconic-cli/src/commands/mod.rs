@@ -7,6 +7,7 @@ pub mod grade;
 pub mod inspect;
 pub mod kv_eval;
 pub mod score;
+pub mod teacher_logits;
 pub mod train;
 
 use anyhow::{Context, Result, anyhow};
