@@ -88,6 +88,11 @@ enum Command {
     #[command(after_help = "Example:
   laconic bench --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 128 --new-tokens 64")]
     Bench(commands::bench::BenchArgs),
+    /// Measure training throughput (forward, backward, AdamW) on batches of fixed shape.
+    #[command(after_help = "Example:
+  laconic bench-train --model checkpoints/SmolLM2-135M-Instruct.F32.gguf --method lora --batch 4 --seq-len 256
+  (side by side with PyTorch: scripts/bench_train_torch.py, see docs/BENCHMARKS.md)")]
+    BenchTrain(commands::bench_train::BenchTrainArgs),
     /// Compare KV eviction policies and budgets: perplexity and greedy agreement with the full cache.
     #[command(after_help = "Example:
   laconic kv-eval --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --data ../shared/data/gsm8k/test.jsonl --budgets 64,128,256")]
@@ -102,6 +107,11 @@ enum Command {
   laconic eval --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --dataset gsm8k --limit 50 --out eval.jsonl
   laconic eval -m checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --adapter checkpoints/runs/smollm2-135m-gsm8k-lora/adapter --dataset gsm8k")]
     Eval(commands::eval::EvalArgs),
+    /// Export a run's checkpoint: a Hugging Face directory (merged, or base + PEFT adapter) or a GGUF for llama.cpp.
+    #[command(after_help = "Examples:
+  laconic export --run checkpoints/runs/smollm2-135m-gsm8k-lora --out exports/smollm2-gsm8k --merge-lora
+  laconic export --run checkpoints/runs/smollm2-135m-gsm8k-lora --out exports/smollm2-gsm8k.Q8_0.gguf --format gguf --quantize q8_0")]
+    Export(commands::export::ExportArgs),
     /// Grade outputs that already exist (JSONL lines with `output` and `gold`).
     #[command(after_help = "Example:
   laconic grade --dataset gsm8k --in outputs.jsonl --out graded.jsonl")]
@@ -120,9 +130,11 @@ fn main() -> ExitCode {
         Command::Score(a) => commands::score::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::BenchTrain(a) => commands::bench_train::run(a),
         Command::KvEval(a) => commands::kv_eval::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Export(a) => commands::export::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::TeacherLogits(a) => commands::teacher_logits::run(a),
     };

@@ -213,6 +213,17 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// The tokenizer as `tokenizer.json` text (what the `tokenizers` crate serializes; a
+    /// GGUF's `add_bos_token` is not part of it).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| InferError::Tokenizer {
+                source_name: self.source.clone(),
+                reason: format!("cannot serialize: {e}"),
+            })
+    }
 }
 
 #[cfg(test)]

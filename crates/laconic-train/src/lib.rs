@@ -11,6 +11,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod lora;
 pub mod optim;
 pub mod params;

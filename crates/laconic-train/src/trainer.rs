@@ -69,7 +69,29 @@ pub struct TrainReport {
 
 /// A model loaded for training: f32 weights on the autodiff device.
 pub fn load_for_training(recipe: &Recipe) -> Result<LoadedModel> {
-    let device = laconic_infer::device::parse_device(&recipe.model.device)?.autodiff();
+    let mut device = laconic_infer::device::parse_device(&recipe.model.device)?;
+    let dtype = match recipe.train.precision.as_str() {
+        "bf16" => Some(burn::tensor::FloatDType::BF16),
+        "f16" => Some(burn::tensor::FloatDType::F16),
+        _ => None,
+    };
+    if let Some(dtype) = dtype {
+        if device == Device::flex() {
+            return Err(TrainError::Invalid(format!(
+                "train.precision = {:?} on the CPU: flex converts half-precision matmuls to f32 \
+                 on every call, so it would only be slower; use \"f32\"",
+                recipe.train.precision
+            )));
+        }
+        // Half precision is the device's default float type, set before any tensor exists.
+        device.configure(dtype).map_err(|e| {
+            TrainError::Invalid(format!(
+                "train.precision = {:?} on {}: {e:?}",
+                recipe.train.precision, recipe.model.device
+            ))
+        })?;
+    }
+    let device = device.autodiff();
     Ok(laconic_infer::load_with(
         &recipe.model.path,
         &device,
@@ -513,6 +535,22 @@ fn trainable_paths(model: &Model) -> Vec<String> {
     v.out
 }
 
+/// Values in the parameters that train.
+fn trainable_numel(model: &Model) -> usize {
+    struct V(usize);
+    impl burn::module::ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let t = param.val();
+            if t.is_require_grad() {
+                self.0 += t.dims().iter().product::<usize>();
+            }
+        }
+    }
+    let mut v = V(0);
+    model.visit(&mut v);
+    v.0
+}
+
 fn progress_bar(show: bool, total: usize, at: usize) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
@@ -591,4 +629,70 @@ fn write_summary(run: &Path, recipe: &Recipe, r: &TrainReport, state: &TrainStat
         "eval": eval,
     });
     checkpoint::write_json(&run.join("summary.json"), &v)
+}
+
+/// Training throughput on synthetic batches of fixed shape (what `laconic bench-train`
+/// reports): `steps` timed optimizer steps after `warmup` untimed ones.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainBench {
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Mean seconds per step.
+    pub step_s: f64,
+    /// Tokens per second (batch · seq_len / step_s).
+    pub tokens_per_s: f64,
+    /// Parameters that train.
+    pub trainable_params: usize,
+}
+
+/// Times forward, backward and AdamW steps of `model` (already prepared: LoRA attached or
+/// not) on random token ids with the loss on every position.
+pub fn bench_steps(
+    model: Model,
+    batch: usize,
+    seq_len: usize,
+    warmup: usize,
+    steps: usize,
+) -> TrainBench {
+    use rand::{Rng, SeedableRng};
+    let device = model.embed_tokens.weight.device();
+    let vocab = model.config().vocab_size as u32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let trainable_params = trainable_numel(&model);
+    let mut optim = AdamW::new(crate::recipe::OptimSection::default());
+    let mut model = model;
+    let mut total = 0.0;
+    for i in 0..warmup + steps {
+        let items: Vec<Example> = (0..batch)
+            .map(|b| Example {
+                id: format!("bench/{b}"),
+                ids: (0..=seq_len).map(|_| rng.random_range(0..vocab)).collect(),
+                prompt_len: 1,
+            })
+            .collect();
+        let started = Instant::now();
+        let b = CausalBatcher.batch(items, &device);
+        let l = batch_loss(&model, &b, b.target_tokens as f64, true);
+        let grads = GradientsParams::from_grads(l.backward(), &model);
+        let (m, _) = optim.step(1e-5, model, grads);
+        model = m;
+        // Make sure the step finished (backends may be lazy).
+        let _ = model.norm.gamma.val().into_data();
+        if i >= warmup {
+            total += started.elapsed().as_secs_f64();
+        }
+    }
+    let step_s = total / steps.max(1) as f64;
+    TrainBench {
+        batch,
+        seq_len,
+        steps,
+        step_s,
+        tokens_per_s: (batch * seq_len) as f64 / step_s,
+        trainable_params,
+    }
 }

@@ -308,3 +308,33 @@ fn ratio_control_strings_condition_the_student() {
         );
     }
 }
+
+#[test]
+fn full_sft_trains_every_weight_and_lowers_the_held_out_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = recipe(dir.path(), 10, "");
+    r.method = laconic_train::recipe::Method::Sft;
+    r.lora = None;
+    r.optim.lr = 3e-3;
+    let report = train(&r, &TrainOptions::default()).expect("sft");
+    let before = report.valid_loss_before.expect("before");
+    assert!(
+        report.valid_loss_after < 0.8 * before,
+        "held-out loss {before} -> {}",
+        report.valid_loss_after
+    );
+    // The checkpoint holds every weight of the model (2 layers x (7 projections + 2 norms),
+    // embedding, final norm, head), and no adapter was written.
+    let ck = laconic_train::checkpoint::load(&dir.path().join("run/checkpoints/step-000010"))
+        .expect("checkpoint");
+    assert_eq!(ck.trainable.len(), 2 * 9 + 3);
+    let base = load_with(&fixture(), &Device::flex(), WeightFormat::F32).expect("base");
+    let all = laconic_train::params::collect(&base.model, |_| true).expect("params");
+    assert_eq!(all.len(), ck.trainable.len());
+    let changed = all
+        .iter()
+        .filter(|(p, _, v)| ck.trainable[p].1 != *v)
+        .count();
+    assert_eq!(changed, all.len(), "every weight moved");
+    assert!(!dir.path().join("run/adapter").exists());
+}

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_train;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod grade;
 pub mod inspect;

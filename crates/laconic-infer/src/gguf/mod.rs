@@ -7,6 +7,8 @@
 //! the file and what was being read, never a panic.
 
 pub mod quant;
+pub mod vocab;
+pub mod write;
 
 use std::collections::HashMap;
 use std::fs::File;
