@@ -214,6 +214,26 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// Tokens that end a chat answer: `eos` plus the end-of-turn markers of the common chat
+    /// templates (`<|im_end|>`, `<|eot_id|>`, `<|end_of_text|>`, `<|endoftext|>`) this
+    /// vocabulary has.
+    pub fn chat_stop_tokens(&self, eos: &[u32]) -> Vec<u32> {
+        let mut stop = eos.to_vec();
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "<|endoftext|>",
+        ] {
+            if let Some(id) = self.token_to_id(t)
+                && !stop.contains(&id)
+            {
+                stop.push(id);
+            }
+        }
+        stop
+    }
+
     /// The tokenizer as `tokenizer.json` text (what the `tokenizers` crate serializes; a
     /// GGUF's `add_bos_token` is not part of it).
     pub fn to_json(&self) -> Result<String> {

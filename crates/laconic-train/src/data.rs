@@ -68,20 +68,7 @@ impl<'a> Formatter<'a> {
     /// Tokens that end an answer: the model's EOS ids and the end-of-turn markers of the
     /// common chat templates.
     pub fn stop_tokens(&self, eos: &[u32]) -> Vec<u32> {
-        let mut stop = eos.to_vec();
-        for t in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|end_of_text|>",
-            "<|endoftext|>",
-        ] {
-            if let Some(id) = self.tokenizer.token_to_id(t)
-                && !stop.contains(&id)
-            {
-                stop.push(id);
-            }
-        }
-        stop
+        self.tokenizer.chat_stop_tokens(eos)
     }
 
     /// The prompt text of a trace, ready for generation (template applied, generation prompt

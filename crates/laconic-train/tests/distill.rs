@@ -13,29 +13,21 @@ use laconic_train::{Recipe, TrainOptions, train};
 
 use burn::data::dataloader::batcher::Batcher;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../laconic-infer/tests/fixtures")
-        .join(name)
-}
+mod common;
 
-/// Short hand-written traces (test data, not from a dataset).
+use common::fixture;
+
+/// Short multiplication traces (hand-written test data, not from a dataset).
 fn write_traces(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let path = dir.join("traces.jsonl");
-    let mut text = String::new();
-    for i in 0..20 {
+    common::write_traces(dir, 20, |i| {
         let (a, b) = (i % 6 + 2, i % 3 + 1);
-        let line = serde_json::json!({
+        serde_json::json!({
             "schema": 1, "id": format!("hand/{i}"),
             "question": format!("What is {a} times {b}?"),
             "reasoning": format!("{a} * {b} = {}.", a * b),
             "answer": format!("{}", a * b),
-        });
-        text.push_str(&format!("{line}\n"));
-    }
-    std::fs::write(&path, text).expect("write traces");
-    path
+        })
+    })
 }
 
 fn recipe(dir: &Path, distill: &str) -> Recipe {

@@ -42,38 +42,18 @@ const SFT_STEPS: usize = 2;
 /// The seed of both runs.
 const SEED: u64 = 11;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../laconic-infer/tests/fixtures")
-}
+mod common;
+
+use common::fixtures;
 
 fn export_fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export")
 }
 
-/// Short hand-written arithmetic traces (test data, not from a dataset).
-fn write_traces(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("traces.jsonl");
-    let mut text = String::new();
-    for i in 0..n {
-        let (a, b) = (i % 7 + 1, i % 5 + 2);
-        let line = serde_json::json!({
-            "schema": 1,
-            "id": format!("hand/{i}"),
-            "question": format!("What is {a} + {b}?"),
-            "reasoning": format!("{a} + {b} = {}.", a + b),
-            "answer": format!("{}", a + b),
-            "gold": format!("{}", a + b),
-        });
-        text.push_str(&format!("{line}\n"));
-    }
-    std::fs::write(&path, text).expect("write traces");
-    path
-}
-
 /// The settings of the two tiny runs, as a recipe (dropout 0: nothing random but the seeded
 /// adapter initialization and data order, so a run is the same every time).
 fn recipe_text(dir: &Path, family: &str, lora: bool) -> String {
-    let traces = write_traces(dir, 12);
+    let traces = common::write_traces(dir, 12, common::addition);
     let (method, lora_section, lr, steps) = if lora {
         (
             "lora",

@@ -11,33 +11,14 @@ use laconic_infer::{WeightFormat, load_with};
 use laconic_train::recipe::LoraSection;
 use laconic_train::{Recipe, TrainOptions, train};
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../laconic-infer/tests/fixtures/llama")
-}
+mod common;
 
-/// Short hand-written arithmetic traces (test data, not from a dataset), so that the tiny
-/// tokenizer keeps them well under the length limit.
-fn write_traces(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("traces.jsonl");
-    let mut text = String::new();
-    for i in 0..n {
-        let (a, b) = (i % 7 + 1, i % 5 + 2);
-        let line = serde_json::json!({
-            "schema": 1,
-            "id": format!("hand/{i}"),
-            "question": format!("What is {a} + {b}?"),
-            "reasoning": format!("{a} + {b} = {}.", a + b),
-            "answer": format!("{}", a + b),
-            "gold": format!("{}", a + b),
-        });
-        text.push_str(&format!("{line}\n"));
-    }
-    std::fs::write(&path, text).expect("write traces");
-    path
+fn fixture() -> PathBuf {
+    common::fixture("llama")
 }
 
 fn recipe(dir: &Path, steps: usize, extra: &str) -> Recipe {
-    let traces = write_traces(dir, 24);
+    let traces = common::write_traces(dir, 24, common::addition);
     let text = format!(
         r#"
 name = "tiny"

@@ -100,22 +100,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     // A rendered template already holds BOS when the model wants one.
     let prompt = m.tokenizer.encode(&text, !args.chat)?;
-    let mut stop_tokens = m.config().eos_token_ids.clone();
-    if args.chat {
-        // End-of-turn markers of the common templates.
-        for t in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|end_of_text|>",
-            "<|endoftext|>",
-        ] {
-            if let Some(id) = m.tokenizer.token_to_id(t)
-                && !stop_tokens.contains(&id)
-            {
-                stop_tokens.push(id);
-            }
-        }
-    }
+    let stop_tokens = if args.chat {
+        m.tokenizer.chat_stop_tokens(&m.config().eos_token_ids)
+    } else {
+        m.config().eos_token_ids.clone()
+    };
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingConfig {
