@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use laconic_infer::generate::{GenerateConfig, generate};
+use laconic_infer::generate::{GenerateConfig, Generation, generate};
+use rayon::prelude::*;
 use laconic_infer::model::Model;
 use laconic_infer::policy::KvPolicyConfig;
 use laconic_traces::DatasetSpec;
@@ -81,20 +82,28 @@ pub fn evaluate(
     });
     let mut lines = Vec::with_capacity(problems.len());
     let (mut correct, mut unextracted, mut tokens) = (0, 0, 0);
+    let mut prompts = Vec::with_capacity(problems.len());
     for p in problems.iter_mut() {
         if config.ratio.is_some() {
             p.ratio = config.ratio;
         }
-        let prompt = formatter.prompt_ids(p)?;
-        let mut cache = model.new_cache();
-        let g = generate(
-            model,
-            formatter.tokenizer(),
-            &prompt,
-            &gen_config,
-            &mut cache,
-            |_| {},
-        )?;
+        prompts.push(formatter.prompt_ids(p)?);
+    }
+    // Greedy decoding of one sequence keeps about one core busy: problems run side by side
+    // on the thread pool (results stay in problem order).
+    let tokenizer = formatter.tokenizer();
+    let generations: Vec<Generation> = prompts
+        .par_iter()
+        .map(|prompt| {
+            let mut cache = model.new_cache();
+            let g = generate(model, tokenizer, prompt, &gen_config, &mut cache, |_| {});
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            g
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    for (p, g) in problems.iter().zip(generations) {
         let gold = p.gold.clone().unwrap_or_else(|| p.answer.clone());
         let graded = grader.grade(&g.text, &gold);
         correct += usize::from(graded.correct);
@@ -105,10 +114,6 @@ pub fn evaluate(
             "extracted": graded.extracted, "gold": graded.gold.unwrap_or(gold),
             "correct": graded.correct, "completion_tokens": g.tokens.len(),
         }));
-        if let Some(b) = &bar {
-            b.inc(1);
-            b.set_message(format!("{correct}/{} correct", lines.len()));
-        }
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
