@@ -112,6 +112,11 @@ enum Command {
   laconic export --run checkpoints/runs/smollm2-135m-gsm8k-lora --out exports/smollm2-gsm8k --merge-lora
   laconic export --run checkpoints/runs/smollm2-135m-gsm8k-lora --out exports/smollm2-gsm8k.Q8_0.gguf --format gguf --quantize q8_0")]
     Export(commands::export::ExportArgs),
+    /// Label traces for compression: steps, token scores, and compressed variants per ratio that keep the math.
+    #[command(after_help = "Examples:
+  laconic label --in gsm8k:data/gsm8k/train.jsonl --scorer rules --ratios 0.5,0.7,0.9 --out checkpoints/gsm8k-train-labeled.jsonl --report checkpoints/gsm8k-train-label-report.json --variants-out checkpoints/gsm8k-train-compressed.jsonl
+  laconic label --in traces.jsonl --scorer checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --ratios 0.6 --out labeled.jsonl --limit 100")]
+    Label(commands::label::LabelArgs),
     /// Grade outputs that already exist (JSONL lines with `output` and `gold`).
     #[command(after_help = "Example:
   laconic grade --dataset gsm8k --in outputs.jsonl --out graded.jsonl")]
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Export(a) => commands::export::run(a),
+        Command::Label(a) => commands::label::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::TeacherLogits(a) => commands::teacher_logits::run(a),
     };

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod grade;
 pub mod inspect;
 pub mod kv_eval;
+pub mod label;
 pub mod score;
 pub mod teacher_logits;
 pub mod train;
