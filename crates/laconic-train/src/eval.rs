@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use laconic_infer::generate::{GenerateConfig, Generation, generate};
-use rayon::prelude::*;
 use laconic_infer::model::Model;
 use laconic_infer::policy::KvPolicyConfig;
 use laconic_traces::DatasetSpec;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
