@@ -6,7 +6,8 @@ use plotters::prelude::*;
 
 use crate::error::{Result, TrainError};
 
-/// Draws training loss per step and held-out loss from `metrics` (JSONL) into an SVG.
+/// Draws training loss per step and held-out loss from `metrics` (JSONL) into an SVG, and the
+/// same drawing as a PNG beside it.
 pub fn draw_loss(metrics: &Path, out: &Path) -> Result<()> {
     let text = std::fs::read_to_string(metrics).map_err(|e| TrainError::io(metrics, e))?;
     let (mut train, mut valid) = (Vec::new(), Vec::new());
@@ -63,5 +64,26 @@ pub fn draw_loss(metrics: &Path, out: &Path) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| TrainError::Invalid(format!("drawing {}: {e}", out.display())))
+    draw().map_err(|e| TrainError::Invalid(format!("drawing {}: {e}", out.display())))?;
+    rasterize(out, &out.with_extension("png"))
+}
+
+/// Renders an SVG file to PNG (text with the system's fonts; without any, the curves and
+/// axes are drawn and the labels left out).
+pub fn rasterize(svg: &Path, png: &Path) -> Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let data = std::fs::read(svg).map_err(|e| TrainError::io(svg, e))?;
+    let mut options = usvg::Options::default();
+    options.fontdb_mut().load_system_fonts();
+    let tree = usvg::Tree::from_data(&data, &options)
+        .map_err(|e| TrainError::Invalid(format!("{}: not a drawable SVG: {e}", svg.display())))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| TrainError::Invalid(format!("{}: empty drawing", svg.display())))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let bytes = pixmap
+        .encode_png()
+        .map_err(|e| TrainError::Invalid(format!("encoding {}: {e}", png.display())))?;
+    crate::checkpoint::write_atomic(png, &bytes)
 }

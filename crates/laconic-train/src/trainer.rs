@@ -3,7 +3,7 @@
 //! ```text
 //! RUN/recipe.toml        the recipe with every default filled in
 //! RUN/metrics.jsonl      one line per step (loss, lr, grad norm, tokens/s) and per evaluation
-//! RUN/loss.svg           the training and held-out loss curves
+//! RUN/loss.svg, loss.png the training and held-out loss curves
 //! RUN/checkpoints/       resumable checkpoints (see `checkpoint`)
 //! RUN/adapter/           LoRA runs: the adapter in PEFT's layout
 //! RUN/eval-before.jsonl  generation eval of the base model (when the recipe has [eval])

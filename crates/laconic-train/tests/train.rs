@@ -139,11 +139,20 @@ fn lora_training_lowers_the_held_out_loss_and_the_adapter_round_trips() {
         "recipe.toml",
         "metrics.jsonl",
         "loss.svg",
+        "loss.png",
         "summary.json",
         "adapter/adapter_config.json",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
+    // The PNG is a real image of the drawing's size.
+    let png = std::fs::read(run.join("loss.png")).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().expect("width")),
+        u32::from_be_bytes(png[20..24].try_into().expect("height")),
+    );
+    assert_eq!((w, h), (800, 480));
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
     assert_eq!(
         metrics.lines().filter(|l| l.contains("\"loss\"")).count(),
