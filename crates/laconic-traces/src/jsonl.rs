@@ -123,7 +123,7 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `path` atomically: `write` fills `PATH.tmp`, which is flushed, synced to disk and
 /// renamed over `path`; the directory is then synced (best effort). A reader sees the old file
 /// or the new one, never a half-written one. On failure the temporary file is removed.
-pub(crate) fn write_atomic(
+pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<()> {

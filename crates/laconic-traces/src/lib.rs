@@ -20,4 +20,5 @@ pub mod schema;
 pub use datasets::DatasetSpec;
 pub use error::{Result, TraceError};
 pub use grade::{GradeSummary, Graded, Grader};
+pub use jsonl::write_atomic;
 pub use schema::{Provenance, SCHEMA_VERSION, Trace};

@@ -164,21 +164,11 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes bytes atomically: `PATH.tmp`, synced, renamed over `path`.
+/// Writes bytes atomically: `PATH.tmp`, synced, renamed over `path` (the trace files'
+/// writer, [`laconic_traces::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| TrainError::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
+    Ok(laconic_traces::write_atomic(path, |w| w.write_all(bytes))?)
 }
 
 /// Makes a rename durable (best effort: not every platform can sync a directory).

@@ -242,6 +242,8 @@ pub struct TrainData {
     lengths: Vec<usize>,
     batch_size: usize,
     seed: u64,
+    /// The batch order of the epoch asked for last (computed once per epoch).
+    order: std::cell::RefCell<Option<(u64, Vec<Vec<usize>>)>>,
 }
 
 impl TrainData {
@@ -253,6 +255,7 @@ impl TrainData {
             lengths,
             batch_size,
             seed,
+            order: std::cell::RefCell::new(None),
         }
     }
 
@@ -266,7 +269,15 @@ impl TrainData {
     pub fn micro_batch(&self, index: usize) -> Vec<Example> {
         let per_epoch = self.batches_per_epoch().max(1);
         let epoch = (index / per_epoch) as u64;
-        let batches = epoch_batches(&self.lengths, self.batch_size, self.seed, epoch);
+        let mut order = self.order.borrow_mut();
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let batches = epoch_batches(&self.lengths, self.batch_size, self.seed, epoch);
+            *order = Some((epoch, batches));
+        }
+        let batches = order
+            .as_ref()
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or_default();
         batches
             .get(index % per_epoch)
             .map(|b| b.iter().filter_map(|&i| self.dataset.get(i).ok()).collect())

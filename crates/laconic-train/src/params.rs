@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use crate::error::{Result, TrainError};
@@ -56,31 +56,6 @@ pub fn collect<M: Module>(model: &M, keep: impl Fn(&str) -> bool) -> Result<Vec<
         Some(e) => Err(TrainError::Invalid(format!("cannot read parameter {e}"))),
         None => Ok(v.out),
     }
-}
-
-/// Paths of every float parameter, in module order.
-pub fn paths<M: Module>(model: &M) -> Vec<(String, ParamId)> {
-    struct Paths {
-        path: Vec<String>,
-        out: Vec<(String, ParamId)>,
-    }
-    impl ModuleVisitor for Paths {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push((self.path.join("."), param.id));
-        }
-    }
-    let mut v = Paths {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut v);
-    v.out
 }
 
 /// Overwrites the parameters named in `values` (shape checked); a parameter keeps its id and
