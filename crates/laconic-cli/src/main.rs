@@ -75,6 +75,13 @@ enum Command {
   laconic generate -m checkpoints/qwen2.5-1.5b --prompt 'Once upon a time' --temperature 0.8 --top-p 0.95 --seed 1
   laconic generate -m model.gguf --chat --prompt 'Prove it.' --kv-policy rkv --kv-budget 128")]
     Generate(commands::generate::GenerateArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat and text completions, streamed or not).
+    #[command(after_help = "Examples:
+  laconic serve --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf
+  laconic serve -m checkpoints/qwen2.5-1.5b --host 0.0.0.0 --port 8000 --model-name qwen --parallel 2 --queue 128
+  laconic serve -m model.gguf --max-tokens 1024 --kv-policy rkv --kv-budget 256
+  (then: curl http://127.0.0.1:8080/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'; docs/SERVE.md)")]
+    Serve(commands::serve::ServeArgs),
     /// Print every token of a text with its log-probability under the model.
     #[command(after_help = "Examples:
   laconic score --model checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --text 'Two plus two is four.'
@@ -126,12 +133,20 @@ enum Command {
   laconic teacher-logits --teacher checkpoints/teacher.gguf --data gsm8k:data/gsm8k/train.jsonl --top-k 20 --out topk.jsonl
   (then in the recipe: [distill] topk = \"topk.jsonl\")")]
     TeacherLogits(commands::teacher_logits::TeacherLogitsArgs),
+    /// Distill reasoning traces from a teacher: K samples per problem, graded, the best kept, resumable.
+    #[command(after_help = "Examples:
+  laconic distill --problems gsm8k:data/gsm8k/train.jsonl --teacher openai:http://127.0.0.1:8000/v1 --model Qwen/QwQ-32B --samples 4 --select shortest-correct --out traces.jsonl
+  laconic distill --problems math500:data/math500/test.jsonl --teacher openai:https://api.deepseek.com --model deepseek-reasoner --api-key-env DEEPSEEK_API_KEY --samples 1 --out r1.jsonl
+  laconic distill --problems gsm8k:data/gsm8k/test.jsonl --teacher local:checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --samples 2 --limit 10 --out smol.jsonl
+  laconic distill --problems gsm8k:data/gsm8k/train.jsonl --teacher file:jsonl:r1-dump.jsonl --select all-correct --out kept.jsonl")]
+    Distill(commands::distill::DistillArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => commands::generate::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Bench(a) => commands::bench::run(a),
@@ -143,6 +158,7 @@ fn main() -> ExitCode {
         Command::Label(a) => commands::label::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::TeacherLogits(a) => commands::teacher_logits::run(a),
+        Command::Distill(a) => commands::distill::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

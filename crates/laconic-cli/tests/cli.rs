@@ -52,7 +52,8 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 #[test]
 fn help_has_examples() {
     for sub in [
-        "generate", "score", "inspect", "bench", "kv-eval", "train", "eval", "grade",
+        "generate", "score", "inspect", "bench", "kv-eval", "train", "eval", "grade", "serve",
+        "distill",
     ] {
         let o = laconic(&[sub, "--help"]);
         assert!(o.status.success());

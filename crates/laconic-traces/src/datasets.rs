@@ -1,9 +1,10 @@
-//! Dataset readers: GSM8K and MATH-500 problem files, and trace files, all read as [`Trace`]s.
+//! Dataset readers: GSM8K and MATH-500 problem files, trace files, and generic JSONL, all read
+//! as [`Trace`]s.
 //!
 //! A [`DatasetSpec`] names a file and how to read it (`gsm8k:PATH`, `math500:PATH`,
-//! `traces:PATH`, or a bare path for a trace file), and knows which [`Grader`] fits it. The
-//! datasets' own human solutions become the traces' reasoning, so a dataset is also a set of
-//! (human-written) traces.
+//! `traces:PATH` or a bare path for a trace file, `jsonl:PATH` or `chat:PATH` for
+//! [`read_jsonl`]), and knows which [`Grader`] fits it. The datasets' own human solutions become
+//! the traces' reasoning, so a dataset is also a set of (human-written) traces.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::error::{Result, TraceError};
+use crate::formats::{FieldMap, read_jsonl};
 use crate::grade::Grader;
 use crate::jsonl::{self, line_error};
 use crate::schema::{Provenance, SCHEMA_VERSION, Trace, read_traces};
@@ -25,13 +27,20 @@ pub enum DatasetSpec {
     Math500(PathBuf),
     /// A laconic trace file (see [`crate::schema`]).
     Traces(PathBuf),
+    /// Generic JSONL, or traces in the shapes people have (OpenAI chat `messages`, R1
+    /// `<think>` text, DeepSeek `reasoning_content`), read by [`read_jsonl`] with these field
+    /// names.
+    Jsonl(PathBuf, FieldMap),
 }
 
 /// The prefixes [`DatasetSpec::parse`] knows, for messages.
-const PREFIXES: &str = "`gsm8k:PATH`, `math500:PATH`, `traces:PATH` or a bare PATH (traces)";
+const PREFIXES: &str = "`gsm8k:PATH`, `math500:PATH`, `traces:PATH`, `jsonl:PATH` (or \
+                        `chat:PATH`) or a bare PATH (traces)";
 
 impl DatasetSpec {
-    /// Parses `gsm8k:PATH`, `math500:PATH`, `traces:PATH`, or a bare `PATH` (a trace file).
+    /// Parses `gsm8k:PATH`, `math500:PATH`, `traces:PATH`, `jsonl:PATH` (also `chat:PATH`,
+    /// with the default [`FieldMap`]; see [`DatasetSpec::with_fields`]), or a bare `PATH` (a
+    /// trace file).
     ///
     /// Text before the first `:` is taken as a prefix when it is at least two characters of
     /// letters, digits, `-` or `_` (so `C:\data\x.jsonl` and `runs/a:b.jsonl` are bare
@@ -63,9 +72,29 @@ impl DatasetSpec {
             None | Some("traces") => Ok(Self::Traces(path)),
             Some("gsm8k") => Ok(Self::Gsm8k(path)),
             Some("math500") | Some("math") => Ok(Self::Math500(path)),
+            Some("jsonl") | Some("chat") => Ok(Self::Jsonl(path, FieldMap::default())),
             Some(other) => Err(spec_err(format!(
                 "unknown dataset `{other}` (expected {PREFIXES})"
             ))),
+        }
+    }
+
+    /// Sets the field names a `jsonl:PATH` spec reads with (the CLI's `--question-field` and
+    /// similar flags). The other formats have fixed field names, so they are returned
+    /// unchanged: a caller that was given field names for them should refuse them (see
+    /// [`DatasetSpec::fields`]).
+    pub fn with_fields(self, fields: FieldMap) -> Self {
+        match self {
+            Self::Jsonl(path, _) => Self::Jsonl(path, fields),
+            other => other,
+        }
+    }
+
+    /// The field names of a `jsonl:PATH` spec; `None` for the other formats.
+    pub fn fields(&self) -> Option<&FieldMap> {
+        match self {
+            Self::Jsonl(_, fields) => Some(fields),
+            _ => None,
         }
     }
 
@@ -75,16 +104,17 @@ impl DatasetSpec {
             Self::Gsm8k(path) => read_gsm8k(path),
             Self::Math500(path) => read_math500(path),
             Self::Traces(path) => read_traces(path),
+            Self::Jsonl(path, fields) => read_jsonl(path, fields),
         }
     }
 
-    /// The grader for this dataset's answers; `None` for a trace file, whose answers may be
-    /// of either kind.
+    /// The grader for this dataset's answers; `None` for a trace file or generic JSONL, whose
+    /// answers may be of either kind (the caller chooses).
     pub fn grader(&self) -> Option<Grader> {
         match self {
             Self::Gsm8k(_) => Some(Grader::Gsm8k),
             Self::Math500(_) => Some(Grader::Math),
-            Self::Traces(_) => None,
+            Self::Traces(_) | Self::Jsonl(..) => None,
         }
     }
 
@@ -92,6 +122,7 @@ impl DatasetSpec {
     pub fn path(&self) -> &Path {
         match self {
             Self::Gsm8k(path) | Self::Math500(path) | Self::Traces(path) => path,
+            Self::Jsonl(path, _) => path,
         }
     }
 }
@@ -106,11 +137,13 @@ impl FromStr for DatasetSpec {
 
 impl fmt::Display for DatasetSpec {
     /// The spec in the form [`DatasetSpec::parse`] reads back (`gsm8k:data/gsm8k/test.jsonl`).
+    /// A `jsonl:PATH` spec is written without its field names (and `chat:PATH` as `jsonl:PATH`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prefix = match self {
             Self::Gsm8k(_) => "gsm8k",
             Self::Math500(_) => "math500",
             Self::Traces(_) => "traces",
+            Self::Jsonl(..) => "jsonl",
         };
         write!(f, "{prefix}:{}", self.path().display())
     }
@@ -247,7 +280,7 @@ pub fn read_math500(path: &Path) -> Result<Vec<Trace>> {
 }
 
 /// The file name without its extension, for ids.
-fn file_stem(path: &Path) -> String {
+pub(crate) fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "data".into())
@@ -300,7 +333,12 @@ mod tests {
 
     #[test]
     fn spec_display_parses_back_and_picks_grader() {
-        for s in ["gsm8k:a.jsonl", "math500:b.jsonl", "traces:c.jsonl"] {
+        for s in [
+            "gsm8k:a.jsonl",
+            "math500:b.jsonl",
+            "traces:c.jsonl",
+            "jsonl:d.jsonl",
+        ] {
             let spec = DatasetSpec::parse(s).expect("parse");
             assert_eq!(spec.to_string(), s);
             assert_eq!(
@@ -317,6 +355,40 @@ mod tests {
             Some(Grader::Math)
         );
         assert_eq!(DatasetSpec::parse("a").expect("parse").grader(), None);
+    }
+
+    #[test]
+    fn jsonl_spec_takes_field_names() {
+        let spec = DatasetSpec::parse("jsonl:runs/r1.jsonl").expect("parse");
+        assert_eq!(
+            spec,
+            DatasetSpec::Jsonl("runs/r1.jsonl".into(), FieldMap::default())
+        );
+        assert_eq!(
+            DatasetSpec::parse("chat:runs/r1.jsonl").expect("parse"),
+            spec
+        );
+        assert_eq!(spec.to_string(), "jsonl:runs/r1.jsonl");
+        assert_eq!(spec.path(), Path::new("runs/r1.jsonl"));
+        assert_eq!(spec.grader(), None);
+        assert_eq!(spec.fields(), Some(&FieldMap::default()));
+
+        let fields = FieldMap {
+            question: "input".into(),
+            reasoning: Some("output".into()),
+            ..FieldMap::default()
+        };
+        let spec = spec.with_fields(fields.clone());
+        assert_eq!(spec.fields(), Some(&fields));
+        assert_eq!(spec.to_string(), "jsonl:runs/r1.jsonl");
+
+        // Formats with fixed field names ignore them.
+        let gsm8k = DatasetSpec::parse("gsm8k:g.jsonl").expect("parse");
+        assert_eq!(gsm8k.clone().with_fields(fields), gsm8k);
+        assert_eq!(gsm8k.fields(), None);
+
+        let message = DatasetSpec::parse("jsnol:x").expect_err("typo").to_string();
+        assert!(message.contains("`jsonl:PATH`"), "{message}");
     }
 
     #[test]

@@ -61,12 +61,38 @@ pub enum TraceError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
-    /// A dataset spec (`gsm8k:PATH`, `math500:PATH`, `traces:PATH` or a bare path) is invalid.
+    /// A dataset spec (`gsm8k:PATH`, `math500:PATH`, `jsonl:PATH`, `traces:PATH` or a bare
+    /// path) is invalid.
     #[error("invalid dataset spec `{spec}`: {message}")]
     Spec {
         /// The spec as given.
         spec: String,
         /// What is wrong with it.
+        message: String,
+    },
+    /// A teacher spec (`openai:URL`, `local:PATH`, `file:PATH`) is invalid.
+    #[error("invalid teacher `{spec}`: {message}")]
+    TeacherSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A teacher could not be opened or did not answer (after its retries).
+    #[error("teacher {teacher}: {message}")]
+    Teacher {
+        /// The teacher's spec.
+        teacher: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A distillation run cannot go on (settings that differ from the run being resumed,
+    /// problems without a gold answer, samples that failed).
+    #[error("distill {path}: {message}")]
+    Distill {
+        /// The output file of the run.
+        path: PathBuf,
+        /// What is wrong.
         message: String,
     },
 }

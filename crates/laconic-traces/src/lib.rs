@@ -4,18 +4,26 @@
 //!   question, plus a compression control string) and [`Trace::completion`] (the reasoning
 //!   and one `#### answer` line); durable reading and writing.
 //! - [`datasets`]: GSM8K and MATH-500 files read as traces, and [`DatasetSpec`]
-//!   (`gsm8k:PATH`, `math500:PATH`, `traces:PATH`).
+//!   (`gsm8k:PATH`, `math500:PATH`, `jsonl:PATH`, `traces:PATH`).
 //! - [`grade`]: [`Grader`], which pulls the final answer out of a response and compares it
 //!   with the reference, and [`grade::grade_file`] for a whole JSONL file.
+//! - [`formats`]: traces people already have (R1 `<think>` text, OpenAI chat `messages`,
+//!   DeepSeek `reasoning_content`) and generic JSONL with [`formats::FieldMap`] field names.
+//! - [`teacher`]: [`teacher::Teacher`]s (`openai:URL`, `local:PATH`, `file:PATH`) and the
+//!   OpenAI client with its retries.
+//! - [`distill`]: [`distill::distill`], K samples per problem, graded, selected, resumable.
 //! - [`error`]: [`TraceError`], whose messages name the file and line at fault.
 //!
 //! The file formats are described in `docs/TRACES.md`.
 
 pub mod datasets;
+pub mod distill;
 pub mod error;
+pub mod formats;
 pub mod grade;
 mod jsonl;
 pub mod schema;
+pub mod teacher;
 
 pub use datasets::DatasetSpec;
 pub use error::{Result, TraceError};

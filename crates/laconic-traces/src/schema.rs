@@ -76,6 +76,12 @@ pub struct Provenance {
     /// How many tokens the reasoning took, in the teacher's tokenizer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<u64>,
+    /// Tokens in the prompt the teacher saw, as the teacher counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Tokens the teacher generated for this answer (reasoning and answer together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
     /// Anything else worth keeping (e.g. a MATH problem's subject and level).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

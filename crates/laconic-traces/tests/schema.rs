@@ -27,6 +27,8 @@ fn trace(id: &str, ratio: Option<f64>) -> Trace {
             sampling: Some(json!({"temperature": 0.7, "top_p": 0.95, "seed": 1})),
             created: Some("2025-01-01T00:00:00Z".into()),
             reasoning_tokens: Some(31),
+            prompt_tokens: Some(52),
+            completion_tokens: Some(40),
             note: None,
         }),
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_train;
+pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod generate;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod kv_eval;
 pub mod label;
 pub mod score;
+pub mod serve;
 pub mod teacher_logits;
 pub mod train;
 
