@@ -3,7 +3,8 @@
 //!
 //! A [`DatasetSpec`] names a file and how to read it (`gsm8k:PATH`, `math500:PATH`,
 //! `traces:PATH` or a bare path for a trace file, `jsonl:PATH` or `chat:PATH` for
-//! [`read_jsonl`]), and knows which [`Grader`] fits it. The datasets' own human solutions become
+//! [`read_jsonl`], `procedural:OPTIONS` for generated problems), and knows which [`Grader`]
+//! fits it. The datasets' own human solutions become
 //! the traces' reasoning, so a dataset is also a set of (human-written) traces.
 
 use std::fmt;
@@ -16,6 +17,7 @@ use crate::error::{Result, TraceError};
 use crate::formats::{FieldMap, read_jsonl};
 use crate::grade::Grader;
 use crate::jsonl::{self, line_error};
+use crate::procedural::{ProblemConfig, generate_problems};
 use crate::schema::{Provenance, SCHEMA_VERSION, Trace, read_traces};
 
 /// A dataset file and its format.
@@ -31,16 +33,21 @@ pub enum DatasetSpec {
     /// `<think>` text, DeepSeek `reasoning_content`), read by [`read_jsonl`] with these field
     /// names.
     Jsonl(PathBuf, FieldMap),
+    /// Generated arithmetic word problems (`procedural:count=1000,seed=7,difficulty=3`; see
+    /// [`crate::procedural`]): a stand-in dataset, made in memory, with no file.
+    Procedural(ProblemConfig),
 }
 
 /// The prefixes [`DatasetSpec::parse`] knows, for messages.
 const PREFIXES: &str = "`gsm8k:PATH`, `math500:PATH`, `traces:PATH`, `jsonl:PATH` (or \
-                        `chat:PATH`) or a bare PATH (traces)";
+                        `chat:PATH`), `procedural:count=N,seed=S,difficulty=D` or a bare PATH \
+                        (traces)";
 
 impl DatasetSpec {
     /// Parses `gsm8k:PATH`, `math500:PATH`, `traces:PATH`, `jsonl:PATH` (also `chat:PATH`,
-    /// with the default [`FieldMap`]; see [`DatasetSpec::with_fields`]), or a bare `PATH` (a
-    /// trace file).
+    /// with the default [`FieldMap`]; see [`DatasetSpec::with_fields`]), `procedural:OPTIONS`
+    /// (generated problems; OPTIONS as [`ProblemConfig::parse`] reads them, all optional, so
+    /// `procedural:` alone is the default set), or a bare `PATH` (a trace file).
     ///
     /// Text before the first `:` is taken as a prefix when it is at least two characters of
     /// letters, digits, `-` or `_` (so `C:\data\x.jsonl` and `runs/a:b.jsonl` are bare
@@ -64,6 +71,11 @@ impl DatasetSpec {
             }
             _ => (None, s),
         };
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case("procedural")) {
+            return ProblemConfig::parse(path)
+                .map(Self::Procedural)
+                .map_err(spec_err);
+        }
         if prefix.is_some() && path.is_empty() {
             return Err(spec_err("no path after the prefix".into()));
         }
@@ -98,9 +110,11 @@ impl DatasetSpec {
         }
     }
 
-    /// Reads the file as traces, with the reader its format needs.
+    /// Reads the file as traces, with the reader its format needs (or generates the
+    /// procedural problems).
     pub fn load(&self) -> Result<Vec<Trace>> {
         match self {
+            Self::Procedural(config) => Ok(generate_problems(config)),
             Self::Gsm8k(path) => read_gsm8k(path),
             Self::Math500(path) => read_math500(path),
             Self::Traces(path) => read_traces(path),
@@ -112,17 +126,19 @@ impl DatasetSpec {
     /// answers may be of either kind (the caller chooses).
     pub fn grader(&self) -> Option<Grader> {
         match self {
-            Self::Gsm8k(_) => Some(Grader::Gsm8k),
+            Self::Gsm8k(_) | Self::Procedural(_) => Some(Grader::Gsm8k),
             Self::Math500(_) => Some(Grader::Math),
             Self::Traces(_) | Self::Jsonl(..) => None,
         }
     }
 
-    /// The file.
+    /// The file; an empty path for `procedural:` problems, which have none (to name a
+    /// dataset in messages, use the spec's `Display`, which every kind has).
     pub fn path(&self) -> &Path {
         match self {
             Self::Gsm8k(path) | Self::Math500(path) | Self::Traces(path) => path,
             Self::Jsonl(path, _) => path,
+            Self::Procedural(_) => Path::new(""),
         }
     }
 }
@@ -137,9 +153,12 @@ impl FromStr for DatasetSpec {
 
 impl fmt::Display for DatasetSpec {
     /// The spec in the form [`DatasetSpec::parse`] reads back (`gsm8k:data/gsm8k/test.jsonl`).
-    /// A `jsonl:PATH` spec is written without its field names (and `chat:PATH` as `jsonl:PATH`).
+    /// A `jsonl:PATH` spec is written without its field names (and `chat:PATH` as `jsonl:PATH`);
+    /// a procedural one with all its options (`procedural:count=1000,seed=0,difficulty=2,
+    /// distractors=true`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prefix = match self {
+            Self::Procedural(config) => return write!(f, "procedural:{config}"),
             Self::Gsm8k(_) => "gsm8k",
             Self::Math500(_) => "math500",
             Self::Traces(_) => "traces",
@@ -355,6 +374,45 @@ mod tests {
             Some(Grader::Math)
         );
         assert_eq!(DatasetSpec::parse("a").expect("parse").grader(), None);
+    }
+
+    #[test]
+    fn procedural_spec_reads_options_and_prints_them_all() {
+        let spec = DatasetSpec::parse("procedural:count=30,seed=7,difficulty=3").expect("parse");
+        let config = ProblemConfig {
+            count: 30,
+            seed: 7,
+            difficulty: 3,
+            distractors: true,
+        };
+        assert_eq!(spec, DatasetSpec::Procedural(config));
+        assert_eq!(
+            spec.to_string(),
+            "procedural:count=30,seed=7,difficulty=3,distractors=true"
+        );
+        assert_eq!(DatasetSpec::parse(&spec.to_string()).expect("again"), spec);
+        assert_eq!(spec.grader(), Some(Grader::Gsm8k));
+        assert_eq!(spec.path(), Path::new(""));
+        assert_eq!(spec.fields(), None);
+        let traces = spec.load().expect("load");
+        assert_eq!(traces.len(), 30);
+        assert_eq!(traces[4].id, "procedural/7/4");
+        assert_eq!(
+            DatasetSpec::parse("procedural:").expect("defaults"),
+            DatasetSpec::Procedural(ProblemConfig::default())
+        );
+        for (bad, key) in [
+            ("procedural:count=-3", "`count`"),
+            ("procedural:difficulty=9", "`difficulty`"),
+            ("procedural:level=2", "`level`"),
+        ] {
+            let e = DatasetSpec::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(key) && e.contains(bad), "{e}");
+        }
+        let e = DatasetSpec::parse("gsm9k:x")
+            .expect_err("prefix")
+            .to_string();
+        assert!(e.contains("procedural:"), "{e}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub enum TraceError {
         /// What is wrong with it.
         message: String,
     },
-    /// A teacher spec (`openai:URL`, `local:PATH`, `file:PATH`) is invalid.
+    /// A teacher spec (`openai:URL`, `local:PATH`, `file:PATH`, `procedural:verbose`) is invalid.
     #[error("invalid teacher `{spec}`: {message}")]
     TeacherSpec {
         /// The spec as given.

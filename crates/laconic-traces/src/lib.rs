@@ -4,14 +4,18 @@
 //!   question, plus a compression control string) and [`Trace::completion`] (the reasoning
 //!   and one `#### answer` line); durable reading and writing.
 //! - [`datasets`]: GSM8K and MATH-500 files read as traces, and [`DatasetSpec`]
-//!   (`gsm8k:PATH`, `math500:PATH`, `jsonl:PATH`, `traces:PATH`).
+//!   (`gsm8k:PATH`, `math500:PATH`, `jsonl:PATH`, `traces:PATH`, `procedural:OPTIONS`).
 //! - [`grade`]: [`Grader`], which pulls the final answer out of a response and compares it
 //!   with the reference, and [`grade::grade_file`] for a whole JSONL file.
 //! - [`formats`]: traces people already have (R1 `<think>` text, OpenAI chat `messages`,
 //!   DeepSeek `reasoning_content`) and generic JSONL with [`formats::FieldMap`] field names.
-//! - [`teacher`]: [`teacher::Teacher`]s (`openai:URL`, `local:PATH`, `file:PATH`) and the
+//! - [`teacher`]: [`teacher::Teacher`]s (`openai:URL`, `local:PATH`, `file:PATH`,
+//!   `procedural:verbose`) and the
 //!   OpenAI client with its retries.
 //! - [`distill`]: [`distill::distill`], K samples per problem, graded, selected, resumable.
+//! - [`procedural`]: a stand-in for a dataset and a teacher on machines too small for a
+//!   reasoning model: seeded arithmetic word problems (`procedural:count=N,seed=S`) and a
+//!   wordy R1-style teacher (`procedural:verbose`), both labeled as generated.
 //! - [`error`]: [`TraceError`], whose messages name the file and line at fault.
 //!
 //! The file formats are described in `docs/TRACES.md`.
@@ -22,6 +26,7 @@ pub mod error;
 pub mod formats;
 pub mod grade;
 mod jsonl;
+pub mod procedural;
 pub mod schema;
 pub mod teacher;
 

@@ -60,7 +60,7 @@ pub fn evaluate(
     let grader = spec.grader().ok_or_else(|| {
         TrainError::Invalid(format!(
             "evaluation needs a dataset with gold answers and a grader (gsm8k:PATH or math500:PATH), got {}",
-            spec.path().display()
+            spec
         ))
     })?;
     let mut problems = spec.load()?;
@@ -127,7 +127,7 @@ pub fn evaluate(
     }
     let n = problems.len();
     Ok(EvalSummary {
-        dataset: spec.path().display().to_string(),
+        dataset: spec.to_string(),
         problems: n,
         correct,
         accuracy: correct as f64 / n.max(1) as f64,

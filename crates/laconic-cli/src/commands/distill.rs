@@ -15,12 +15,14 @@ use laconic_traces::{DatasetSpec, Grader};
 #[derive(Args, Debug)]
 pub struct DistillArgs {
     /// The problems: `gsm8k:PATH`, `math500:PATH`, `jsonl:PATH` (generic JSONL; see the
-    /// `--*-field` flags) or a trace file. Each needs a gold answer.
+    /// `--*-field` flags), `procedural:count=N,seed=S,difficulty=D` (generated arithmetic word
+    /// problems) or a trace file. Each needs a gold answer.
     #[arg(long)]
     problems: String,
     /// The teacher: `openai:URL` (an OpenAI-compatible server: vLLM, SGLang, llama-server,
-    /// Ollama, a hosted API, `laconic serve`), `local:PATH` (a checkpoint run in-process) or
-    /// `file:SPEC` (traces that exist already, graded and selected like fresh ones).
+    /// Ollama, a hosted API, `laconic serve`), `local:PATH` (a checkpoint run in-process),
+    /// `file:SPEC` (traces that exist already, graded and selected like fresh ones) or
+    /// `procedural:verbose` (a stand-in teacher for procedural problems: verbose, R1-style).
     #[arg(long)]
     teacher: String,
     /// The model name sent to an `openai:` teacher (default: the first one it lists).

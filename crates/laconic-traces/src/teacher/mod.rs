@@ -1,6 +1,7 @@
 //! Teachers: whoever writes the reasoning traces that a student learns from.
 //!
-//! A [`TeacherSpec`] names one (`openai:URL`, `local:PATH`, `file:PATH`) and
+//! A [`TeacherSpec`] names one (`openai:URL`, `local:PATH`, `file:PATH`,
+//! `procedural:verbose`) and
 //! [`TeacherSpec::open`] turns it into a [`Teacher`], which answers one sample request at a
 //! time and may be called from many threads at once:
 //!
@@ -10,6 +11,8 @@
 //!   on 429, 5xx, dropped connections, timeouts and malformed replies.
 //! - [`local::LocalTeacher`]: a checkpoint run in-process through `laconic-infer`.
 //! - [`file::FileTeacher`]: traces that exist already, looked up by problem.
+//! - [`crate::procedural::ProceduralTeacher`] (`procedural:verbose`): a stand-in that writes
+//!   wordy R1-style traces for the procedural problems, where no reasoning model can run.
 
 pub mod file;
 pub mod local;
@@ -190,11 +193,17 @@ pub enum TeacherSpec {
     /// `file:SPEC`: existing traces; SPEC is a dataset spec (`traces:PATH`, `jsonl:PATH`, a
     /// bare trace file).
     File(String),
+    /// `procedural:STYLE`: the stand-in teacher for procedural problems; STYLE is `verbose`
+    /// (see [`crate::procedural::ProceduralTeacher`]).
+    Procedural(String),
 }
 
+/// The teachers [`TeacherSpec::parse`] knows, for messages.
+const TEACHERS: &str = "openai:URL, local:PATH, file:PATH or procedural:verbose";
+
 impl TeacherSpec {
-    /// Parses `openai:URL`, `local:PATH` or `file:SPEC`. A bare `http://` or `https://` URL
-    /// is taken as `openai:`.
+    /// Parses `openai:URL`, `local:PATH`, `file:SPEC` or `procedural:verbose`. A bare
+    /// `http://` or `https://` URL is taken as `openai:`.
     pub fn parse(s: &str) -> Result<Self> {
         let err = |message: &str| TraceError::TeacherSpec {
             spec: s.to_string(),
@@ -204,9 +213,9 @@ impl TeacherSpec {
             return Ok(Self::OpenAi(s.to_string()));
         }
         let Some((prefix, rest)) = s.split_once(':') else {
-            return Err(err(
-                "expected openai:URL, local:PATH or file:PATH (e.g. openai:http://127.0.0.1:8000/v1)",
-            ));
+            return Err(err(&format!(
+                "expected {TEACHERS} (e.g. openai:http://127.0.0.1:8000/v1)"
+            )));
         };
         if rest.is_empty() {
             return Err(err("nothing after the prefix"));
@@ -220,19 +229,28 @@ impl TeacherSpec {
             }
             "local" => Ok(Self::Local(PathBuf::from(rest))),
             "file" => Ok(Self::File(rest.to_string())),
+            "procedural" => {
+                if !crate::procedural::PROCEDURAL_STYLES.contains(&rest) {
+                    return Err(err(&format!(
+                        "unknown procedural teacher style `{rest}` (expected procedural:verbose)"
+                    )));
+                }
+                Ok(Self::Procedural(rest.to_string()))
+            }
             _ => Err(err(&format!(
-                "unknown teacher `{prefix}` (expected openai:URL, local:PATH or file:PATH)"
+                "unknown teacher `{prefix}` (expected {TEACHERS})"
             ))),
         }
     }
 
-    /// Opens the teacher: checks that the server answers, loads the checkpoint, or reads the
-    /// file.
+    /// Opens the teacher: checks that the server answers, loads the checkpoint, reads the
+    /// file, or makes the procedural stand-in.
     pub fn open(&self, options: &ClientOptions) -> Result<Box<dyn Teacher>> {
         Ok(match self {
             Self::OpenAi(url) => Box::new(openai::OpenAiTeacher::connect(url, options)?),
             Self::Local(path) => Box::new(local::LocalTeacher::load(path)?),
             Self::File(spec) => Box::new(file::FileTeacher::read(spec)?),
+            Self::Procedural(style) => Box::new(crate::procedural::ProceduralTeacher::new(style)?),
         })
     }
 }
@@ -243,6 +261,7 @@ impl std::fmt::Display for TeacherSpec {
             Self::OpenAi(url) => write!(f, "openai:{url}"),
             Self::Local(path) => write!(f, "local:{}", path.display()),
             Self::File(spec) => write!(f, "file:{spec}"),
+            Self::Procedural(style) => write!(f, "procedural:{style}"),
         }
     }
 }
@@ -257,6 +276,7 @@ mod tests {
             "openai:http://127.0.0.1:8000/v1",
             "local:checkpoints/x.gguf",
             "file:traces:runs/a.jsonl",
+            "procedural:verbose",
         ] {
             assert_eq!(TeacherSpec::parse(s).expect(s).to_string(), s);
         }
@@ -269,10 +289,15 @@ mod tests {
             "vllm:http://x",
             "local:",
             "nothing",
+            "procedural:terse",
         ] {
             let e = TeacherSpec::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(bad), "{e}");
         }
+        let e = TeacherSpec::parse("procedural:terse")
+            .expect_err("style")
+            .to_string();
+        assert!(e.contains("procedural:verbose"), "{e}");
     }
 
     #[test]
