@@ -582,3 +582,153 @@ fn a_run_killed_mid_write_resumes_with_nothing_lost_or_duplicated() {
     );
     assert_eq!(content(&out), content(&reference));
 }
+
+/// `sample.content` of every line of a run's samples file, by (problem, index).
+fn sample_texts(out: &Path) -> BTreeMap<(String, u64), String> {
+    let mut samples = PathBuf::from(out);
+    samples.as_mut_os_string().push(".samples.jsonl");
+    std::fs::read_to_string(&samples)
+        .expect("samples file")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            (
+                (
+                    v["problem"].as_str().expect("problem").to_string(),
+                    v["index"].as_u64().expect("index"),
+                ),
+                v["sample"]["content"]
+                    .as_str()
+                    .expect("content")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_local_teacher_answers_as_the_server_does_and_a_file_teacher_gives_its_traces_back() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let problems = write_problems(dir.path(), 5);
+    let http = dir.path().join("http.jsonl");
+    assert!(
+        distill(&problems, &server.url(), &http, &[])
+            .status
+            .success()
+    );
+    let local = dir.path().join("local.jsonl");
+    let teacher = format!("local:{}", fixture_model().display());
+    let o = distill(&problems, &teacher, &local, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (sample_texts(&http), sample_texts(&local));
+    assert_eq!(a.len(), 15);
+    assert_eq!(
+        a, b,
+        "in-process and HTTP teachers differ on the same prompts and seeds"
+    );
+
+    // The same problems with gold answers set to what the model answers in sample 0, so that
+    // samples are kept; then those kept traces, used as a file teacher, come back whole.
+    let mut samples = PathBuf::from(&http);
+    samples.as_mut_os_string().push(".samples.jsonl");
+    let extracted: BTreeMap<String, String> = std::fs::read_to_string(&samples)
+        .expect("samples")
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["index"] == 0).then_some(())?;
+            Some((
+                v["problem"].as_str()?.to_string(),
+                v["extracted"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert!(
+        extracted.len() >= 3,
+        "the model states a number in most answers: {extracted:?}"
+    );
+    let dir2 = dir.path().join("answered");
+    std::fs::create_dir(&dir2).expect("mkdir");
+    let mut lines = String::new();
+    for (i, line) in std::fs::read_to_string(&problems)
+        .expect("problems")
+        .lines()
+        .enumerate()
+    {
+        let mut v: Value = serde_json::from_str(line).expect("json");
+        if let Some(answer) = extracted.get(&format!("gsm8k/problems/{i}")) {
+            v["answer"] = Value::String(format!("as the model says\n#### {answer}"));
+        }
+        lines.push_str(&format!("{v}\n"));
+    }
+    let problems2 = dir2.join("problems.jsonl");
+    std::fs::write(&problems2, lines).expect("write");
+    let http2 = dir.path().join("http2.jsonl");
+    assert!(
+        distill(&problems2, &server.url(), &http2, &[])
+            .status
+            .success()
+    );
+    let again = dir.path().join("again.jsonl");
+    let teacher = format!("file:traces:{}", http2.display());
+    let o = distill(&problems2, &teacher, &again, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&o);
+    let kept = |p: &Path| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                (
+                    v["reasoning"].as_str().expect("reasoning").to_string(),
+                    v["answer"].as_str().expect("answer").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        kept(&http2).len() >= extracted.len(),
+        "sample 0 of each answered problem is kept"
+    );
+    assert_eq!(kept(&again), kept(&http2));
+    assert_eq!(s["rejected"].as_u64(), Some(0));
+}
+
+#[test]
+fn an_unreachable_teacher_is_a_clear_error_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let problems = write_problems(dir.path(), 2);
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let t0 = Instant::now();
+    let out = dir.path().join("out.jsonl");
+    let o = distill(
+        &problems,
+        &format!("openai:http://127.0.0.1:{port}/v1"),
+        &out,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("cannot reach") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !out.exists(),
+        "nothing written for a run that could not start"
+    );
+}

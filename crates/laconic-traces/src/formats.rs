@@ -182,49 +182,10 @@ fn locate_answer(text: &str) -> Option<(String, Option<usize>)> {
     after_marker(text).map(|answer| (answer, None))
 }
 
-/// The content of the last closed `\boxed{...}` or `\fbox{...}`, trimmed.
+/// The content of the last closed `\boxed{...}` or `\fbox{...}` (or `\boxed 5`), trimmed:
+/// the graders' own reading.
 fn last_boxed(text: &str) -> Option<&str> {
-    let mut starts: Vec<usize> = Vec::new();
-    for name in ["\\boxed", "\\fbox"] {
-        for (at, _) in text.match_indices(name) {
-            let after = at + name.len();
-            if !text[after..].starts_with(|c: char| c.is_ascii_alphabetic()) {
-                starts.push(after);
-            }
-        }
-    }
-    starts.sort_unstable();
-    starts.iter().rev().find_map(|&after| {
-        let rest = &text[after..];
-        let open = after + (rest.len() - rest.trim_start().len());
-        if !text[open..].starts_with('{') {
-            return None;
-        }
-        let close = matching_brace(text, open)?;
-        Some(text[open + 1..close].trim())
-    })
-}
-
-/// The byte index of the `}` closing the `{` at `open`; `\{`, `\}` and `\\` do not count.
-fn matching_brace(text: &str, open: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut i = open;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+    crate::grade::extract::last_boxed(text).map(str::trim)
 }
 
 /// The answer after the last answer marker (rule 3 of [`final_answer`]).

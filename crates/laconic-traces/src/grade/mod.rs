@@ -17,7 +17,7 @@
 //! answer. [`grade_file`] grades a JSONL file of `{"output", "gold"}` lines.
 
 mod compare;
-mod extract;
+pub(crate) mod extract;
 mod latex;
 mod number;
 
