@@ -359,3 +359,34 @@ fn kv_eval_compares_policies_with_the_full_cache() {
     let o = kv_eval(data, &["--tokens", "40", "--prompt-tokens", "48"]);
     assert_clean_failure(&o, "--tokens (40) larger than --prompt-tokens (48)");
 }
+
+#[test]
+fn budget_appends_its_control_string_to_the_question() {
+    let model = fixtures().join("llama");
+    let model = model.to_str().expect("utf-8 path");
+    let run = |extra: &[&str], prompt: &str| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--chat",
+            "--max-new-tokens",
+            "12",
+            "--prompt",
+            prompt,
+        ];
+        args.extend_from_slice(extra);
+        laconic(&args)
+    };
+    let with_flag = run(&["--budget", "64"], "What is 2 + 2?");
+    assert!(with_flag.status.success(), "{}", stderr(&with_flag));
+    let by_hand = run(&[], "What is 2 + 2?\n[budget 64]");
+    assert_eq!(stdout(&with_flag), stdout(&by_hand));
+    let plain = run(&[], "What is 2 + 2?");
+    assert_ne!(
+        stdout(&with_flag),
+        stdout(&plain),
+        "the control string changed nothing"
+    );
+    assert_clean_failure(&run(&["--budget", "0"], "What is 2 + 2?"), "--budget");
+}

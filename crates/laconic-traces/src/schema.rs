@@ -142,6 +142,12 @@ pub fn ratio_control(ratio: f64) -> String {
     format!("[compress {short}]")
 }
 
+/// The control string for a reasoning budget in tokens, which a student trained with a length
+/// budget (GRPO in `laconic-train`) sees on its own line after the question: `[budget 128]`.
+pub fn budget_control(tokens: usize) -> String {
+    format!("[budget {tokens}]")
+}
+
 /// Reads a trace file (JSONL, one [`Trace`] per line; blank lines skipped).
 ///
 /// Every bad line is an error naming `file:line` and the problem: invalid JSON (including a

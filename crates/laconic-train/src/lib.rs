@@ -17,6 +17,7 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod recipe;
+pub mod reward;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -28,6 +28,10 @@ pub struct GenerateArgs {
     /// control string, e.g. `[compress 0.5]`, to the prompt, as in training).
     #[arg(long, requires = "chat")]
     ratio: Option<f64>,
+    /// With --chat: ask a budget-conditioned student (trained with a length budget) to reason
+    /// in about N tokens (appends its control string, e.g. `[budget 128]`, as in training).
+    #[arg(long, requires = "chat")]
+    budget: Option<usize>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -85,14 +89,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         if let Some(s) = &args.system {
             messages.push(Message::new("system", s.clone()));
         }
-        let content = match args.ratio {
-            Some(r) => format!(
-                "{}\n{}",
-                args.prompt.trim_end(),
-                laconic_traces::schema::ratio_control(r)
-            ),
-            None => args.prompt.clone(),
-        };
+        let mut content = args.prompt.trim_end().to_string();
+        if let Some(r) = args.ratio {
+            content = format!("{content}\n{}", laconic_traces::schema::ratio_control(r));
+        }
+        if let Some(b) = args.budget {
+            if b == 0 {
+                bail!("--budget must be at least 1 token");
+            }
+            content = format!("{content}\n{}", laconic_traces::schema::budget_control(b));
+        }
+        if args.ratio.is_none() && args.budget.is_none() {
+            content = args.prompt.clone();
+        }
         messages.push(Message::new("user", content));
         template.render(&messages, true)?
     } else {
