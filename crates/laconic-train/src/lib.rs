@@ -12,6 +12,7 @@ pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod grpo;
 pub mod lora;
 pub mod optim;
 pub mod params;

@@ -1,0 +1,170 @@
+//! GRPO rollouts: for one problem, G samples drawn by `laconic-infer`'s own batched decoder
+//! (one shared prefill, the recipe's sampling and KV policy, so training sees the cache the
+//! edge will use), graded by `laconic-traces`, rewarded with a length budget ([`crate::reward`])
+//! and turned into group-relative advantages.
+//!
+//! This is the sampling half of GRPO; the clipped policy-gradient loss over these samples,
+//! the KL term to the frozen reference and the `method = "grpo"` recipe come next.
+
+use laconic_infer::generate::{GenerateConfig, SamplingConfig};
+use laconic_infer::model::Model;
+use laconic_infer::parallel::generate_samples;
+use laconic_infer::policy::KvPolicyConfig;
+use laconic_traces::{Grader, Trace};
+
+use crate::data::Formatter;
+use crate::error::{Result, TrainError};
+use crate::reward::{RewardConfig, budget_control, group_advantages};
+
+/// How a group of samples is drawn and rewarded.
+#[derive(Debug, Clone)]
+pub struct RolloutConfig {
+    /// Samples per prompt (G).
+    pub group: usize,
+    /// Most tokens per sample.
+    pub max_new_tokens: usize,
+    /// Sampling (temperature, top-p, top-k); the seed is set per prompt.
+    pub sampling: SamplingConfig,
+    /// What the KV cache keeps while sampling.
+    pub kv_policy: KvPolicyConfig,
+    /// The reward.
+    pub reward: RewardConfig,
+}
+
+/// One sample of a group.
+#[derive(Debug, Clone)]
+pub struct RolloutSample {
+    /// Generated token ids (a stop token, if any, included).
+    pub tokens: Vec<u32>,
+    /// Generated text.
+    pub text: String,
+    /// The answer the grader read.
+    pub extracted: Option<String>,
+    /// Whether it matches the gold answer.
+    pub correct: bool,
+    /// Tokens the length budget counts: every generated token but a final stop token.
+    pub reasoning_tokens: usize,
+    /// Its reward.
+    pub reward: f64,
+    /// Its group-relative advantage.
+    pub advantage: f64,
+    /// Mean log-probability of its sampled tokens under the sampling policy.
+    pub mean_logprob: f64,
+}
+
+/// A problem's group of samples.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// The prompt's token ids (with the budget's control string, when there is a budget).
+    pub prompt: Vec<u32>,
+    /// The budget the prompt stated.
+    pub budget: Option<usize>,
+    /// The samples, in order (sample i was drawn with seed + i).
+    pub samples: Vec<RolloutSample>,
+}
+
+impl Rollout {
+    /// Share of correct samples.
+    pub fn accuracy(&self) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        self.samples.iter().filter(|s| s.correct).count() as f64 / self.samples.len() as f64
+    }
+
+    /// Mean reward.
+    pub fn mean_reward(&self) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        self.samples.iter().map(|s| s.reward).sum::<f64>() / self.samples.len() as f64
+    }
+}
+
+/// The problem as the student sees it under a budget: the question with `[budget N]` on its
+/// own last line.
+pub fn with_budget(problem: &Trace, budget: Option<usize>) -> Trace {
+    let mut p = problem.clone();
+    if let Some(b) = budget {
+        p.question = format!("{}\n{}", p.question.trim_end(), budget_control(b));
+    }
+    p
+}
+
+/// Draws, grades and rewards a group of `config.group` samples for `problem` (which needs a
+/// gold answer) with `seed`.
+pub fn rollout(
+    model: &Model,
+    formatter: &Formatter<'_>,
+    problem: &Trace,
+    budget: Option<usize>,
+    grader: Grader,
+    config: &RolloutConfig,
+    seed: u64,
+) -> Result<Rollout> {
+    if config.group == 0 {
+        return Err(TrainError::Invalid(
+            "the GRPO group size must be at least 1".into(),
+        ));
+    }
+    if budget == Some(0) {
+        return Err(TrainError::Invalid("a budget of 0 tokens".into()));
+    }
+    config.reward.validate()?;
+    let gold = problem.gold.as_deref().ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "problem `{}` has no gold answer to reward against",
+            problem.id
+        ))
+    })?;
+    let prompt = formatter.prompt_ids(&with_budget(problem, budget))?;
+    let stop_tokens = formatter.stop_tokens(&model.config().eos_token_ids);
+    let generation = GenerateConfig {
+        max_new_tokens: config.max_new_tokens,
+        sampling: SamplingConfig {
+            seed,
+            ..config.sampling.clone()
+        },
+        stop_tokens: stop_tokens.clone(),
+        kv_policy: config.kv_policy.clone(),
+        ..GenerateConfig::default()
+    };
+    let vote = generate_samples(
+        model,
+        formatter.tokenizer(),
+        &prompt,
+        &generation,
+        config.group,
+    )?;
+    let mut samples: Vec<RolloutSample> = vote
+        .samples
+        .into_iter()
+        .map(|s| {
+            let g = s.generation;
+            let graded = grader.grade(&g.text, gold);
+            let ends_in_stop = g.tokens.last().is_some_and(|t| stop_tokens.contains(t));
+            let reasoning_tokens = g.tokens.len() - usize::from(ends_in_stop);
+            RolloutSample {
+                reward: config
+                    .reward
+                    .reward(graded.correct, reasoning_tokens, budget),
+                tokens: g.tokens,
+                text: g.text,
+                extracted: graded.extracted,
+                correct: graded.correct,
+                reasoning_tokens,
+                advantage: 0.0,
+                mean_logprob: s.mean_logprob,
+            }
+        })
+        .collect();
+    let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
+    for (s, a) in samples.iter_mut().zip(group_advantages(&rewards)) {
+        s.advantage = a;
+    }
+    Ok(Rollout {
+        prompt,
+        budget,
+        samples,
+    })
+}
