@@ -3,9 +3,11 @@
 //! edge will use), graded by `laconic-traces`, rewarded with a length budget ([`crate::reward`])
 //! and turned into group-relative advantages.
 //!
-//! This is the sampling half of GRPO; the clipped policy-gradient loss over these samples,
-//! the KL term to the frozen reference and the `method = "grpo"` recipe come next.
+//! [`loss`] is GRPO's clipped policy-gradient objective over these samples with a KL term to
+//! the frozen reference (the base with the adapter switched off). The `method = "grpo"`
+//! training loop and recipe that put the two together come next.
 
+use burn::prelude::*;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig};
 use laconic_infer::model::Model;
 use laconic_infer::parallel::generate_samples;
@@ -167,4 +169,117 @@ pub fn rollout(
         budget,
         samples,
     })
+}
+
+/// Settings of the GRPO objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossConfig {
+    /// PPO clipping range ε: the ratio to the sampling policy is kept in `[1-ε, 1+ε]`.
+    pub clip: f64,
+    /// Weight β of the KL term to the frozen reference (the base with the adapter off);
+    /// 0 leaves it out (and skips the reference pass).
+    pub kl: f64,
+}
+
+impl Default for LossConfig {
+    /// ε = 0.2, β = 0.04 (DeepSeekMath's GRPO).
+    fn default() -> Self {
+        Self {
+            clip: 0.2,
+            kl: 0.04,
+        }
+    }
+}
+
+/// What [`loss`] measured besides the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LossStats {
+    /// Sampled tokens the loss is averaged over.
+    pub tokens: usize,
+    /// Mean per-token KL to the reference (the k3 estimator), 0 when β = 0.
+    pub kl: f64,
+}
+
+/// The per-token log-probability of each batch target under `model` (`[b, s]`; the reference
+/// with `base_only`).
+fn target_logprobs(model: &Model, batch: &crate::data::Batch, base_only: bool) -> Tensor<2> {
+    use burn::tensor::activation::log_softmax;
+    use laconic_infer::model::{ForwardOptions, Logits};
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        base_only,
+        ..Default::default()
+    };
+    let logits = model
+        .forward(batch.inputs.clone(), &mut cache, opts)
+        .logits
+        .expect("Logits::All always returns logits");
+    log_softmax(logits, 2)
+        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
+        .squeeze_dim(2)
+}
+
+/// The GRPO loss of a set of rollouts (one policy step per rollout, so the sampling policy is
+/// the current one: its log-probabilities are this pass's, detached). Per sampled token:
+/// `-min(r·A, clip(r, 1-ε, 1+ε)·A) + β·KL`, with `r = exp(logp - logp_sampling)`, `A` the
+/// sample's advantage and `KL = exp(ref - logp) - (ref - logp) - 1`; averaged over every
+/// sampled token of every sample (token-level mean, so long samples are not down-weighted
+/// per token). Samples with no tokens are skipped.
+pub fn loss(
+    model: &Model,
+    rollouts: &[Rollout],
+    config: &LossConfig,
+) -> Result<(Tensor<1>, LossStats)> {
+    use burn::data::dataloader::batcher::Batcher;
+    let device = model.embed_tokens.weight.device();
+    let mut examples = Vec::new();
+    let mut advantages = Vec::new();
+    for (ri, r) in rollouts.iter().enumerate() {
+        for (si, s) in r.samples.iter().enumerate() {
+            if s.tokens.is_empty() {
+                continue;
+            }
+            let mut ids = r.prompt.clone();
+            ids.extend_from_slice(&s.tokens);
+            examples.push(crate::data::Example {
+                id: format!("rollout{ri}/sample{si}"),
+                ids,
+                prompt_len: r.prompt.len(),
+            });
+            advantages.push(s.advantage as f32);
+        }
+    }
+    if examples.is_empty() {
+        return Err(TrainError::Invalid(
+            "GRPO loss: no sampled tokens in any rollout".into(),
+        ));
+    }
+    let b = examples.len();
+    let batch = crate::data::CausalBatcher.batch(examples, &device);
+    let tokens = batch.target_tokens;
+    let logp = target_logprobs(model, &batch, false);
+    let ratio = logp.clone().sub(logp.clone().detach()).exp();
+    let adv = Tensor::<2>::from_data(TensorData::new(advantages, [b, 1]), &device);
+    let unclipped = ratio.clone().mul(adv.clone());
+    let clipped = ratio.clamp(1.0 - config.clip, 1.0 + config.clip).mul(adv);
+    let mut per_token = unclipped.min_pair(clipped).neg();
+    let mut stats = LossStats { tokens, kl: 0.0 };
+    if config.kl > 0.0 {
+        let reference = target_logprobs(model, &batch, true).detach();
+        let diff = reference.sub(logp);
+        let kl = diff.clone().exp().sub(diff).sub_scalar(1.0);
+        stats.kl = kl
+            .clone()
+            .mul(batch.mask.clone())
+            .sum()
+            .into_scalar::<f32>() as f64
+            / tokens.max(1) as f64;
+        per_token = per_token.add(kl.mul_scalar(config.kl));
+    }
+    let total = per_token
+        .mul(batch.mask)
+        .sum()
+        .div_scalar(tokens.max(1) as f64);
+    Ok((total, stats))
 }

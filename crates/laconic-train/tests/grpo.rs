@@ -111,3 +111,112 @@ fn bad_settings_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("no gold answer"), "{e}");
 }
+
+/// The sum of each sample's sampled-token log-probabilities under `model`, per sample.
+fn sample_logprobs(
+    model: &laconic_infer::model::Model,
+    r: &laconic_train::grpo::Rollout,
+) -> Vec<f64> {
+    use burn::data::dataloader::batcher::Batcher;
+    use laconic_train::data::{CausalBatcher, Example};
+    let device = model.embed_tokens.weight.device();
+    r.samples
+        .iter()
+        .map(|s| {
+            let mut ids = r.prompt.clone();
+            ids.extend_from_slice(&s.tokens);
+            let batch = CausalBatcher.batch(
+                vec![Example {
+                    id: "x".into(),
+                    ids,
+                    prompt_len: r.prompt.len(),
+                }],
+                &device,
+            );
+            let logits = laconic_train::trainer::forward_logits(model, &batch, false);
+            -(laconic_train::trainer::cross_entropy_sum(logits, &batch).into_scalar::<f32>() as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn the_loss_is_the_token_weighted_advantage_and_a_step_follows_it() {
+    use burn::optim::GradientsParams;
+    use laconic_train::grpo::{LossConfig, loss};
+    use laconic_train::recipe::{LoraSection, OptimSection};
+
+    let device = Device::flex().autodiff();
+    let m = load_with(&fixture("llama"), &device, WeightFormat::F32).expect("model");
+    let lora = LoraSection {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (model, _) = laconic_train::lora::attach(m.model, &lora, 1).expect("attach");
+    let eos = m.tokenizer.token_to_id("<|endoftext|>");
+    let f = Formatter::new(&m.tokenizer, m.chat_template.as_ref(), eos, None);
+    let mut problem: Trace = serde_json::from_value(addition(2)).expect("trace");
+    let cfg = config(6);
+    let first = rollout(&model, &f, &problem, None, Grader::Gsm8k, &cfg, 11).expect("rollout");
+    problem.gold = first.samples.iter().find_map(|s| s.extracted.clone());
+    let r = rollout(&model, &f, &problem, None, Grader::Gsm8k, &cfg, 11).expect("rollout");
+    assert!(
+        r.samples.iter().any(|s| s.advantage > 0.0) && r.samples.iter().any(|s| s.advantage < 0.0),
+        "the group needs both right and wrong samples: {:?}",
+        r.samples.iter().map(|s| s.reward).collect::<Vec<_>>()
+    );
+
+    // At the start the adapter is zero: ratio 1, KL 0, so the loss is -Σ A·len / Σ len.
+    let (l, stats) = loss(&model, std::slice::from_ref(&r), &LossConfig::default()).expect("loss");
+    let len: usize = r.samples.iter().map(|s| s.tokens.len()).sum();
+    let expected = -r
+        .samples
+        .iter()
+        .map(|s| s.advantage * s.tokens.len() as f64)
+        .sum::<f64>()
+        / len as f64;
+    let got = l.clone().into_scalar::<f32>() as f64;
+    assert!(
+        (got - expected).abs() < 1e-4,
+        "loss {got}, expected {expected}"
+    );
+    assert_eq!(stats.tokens, len);
+    assert!(
+        stats.kl.abs() < 1e-6,
+        "KL to the reference with a zero adapter: {}",
+        stats.kl
+    );
+
+    // One optimizer step on the loss raises the log-probability of the samples with a positive
+    // advantage relative to those with a negative one.
+    let before = sample_logprobs(&model, &r);
+    let grads = GradientsParams::from_grads(l.backward(), &model);
+    let mut optim = laconic_train::optim::AdamW::new(OptimSection {
+        lr: 1e-2,
+        warmup_steps: 0,
+        weight_decay: 0.0,
+        ..OptimSection::default()
+    });
+    let (model, _) = optim.step(1e-2, model, grads);
+    let after = sample_logprobs(&model, &r);
+    let moved = |sign: f64| -> f64 {
+        let picked: Vec<f64> = r
+            .samples
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(s, _)| s.advantage * sign > 0.0)
+            .map(|(s, (b, a))| (a - b) / s.tokens.len() as f64)
+            .collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    assert!(
+        moved(1.0) > moved(-1.0),
+        "positive-advantage samples moved {} per token, negative ones {}",
+        moved(1.0),
+        moved(-1.0)
+    );
+    // The adapter has moved away from the reference: the KL term is now positive.
+    let (_, stats) = loss(&model, std::slice::from_ref(&r), &LossConfig::default()).expect("loss");
+    assert!(stats.kl > 0.0);
+}
