@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 use crate::checkpoint::{self, write_atomic, write_json};
 use crate::error::{Result, TrainError};
 use crate::params::NamedTensor;
-use crate::recipe::{ExportSection, LoraSection, Method, Recipe};
+use crate::recipe::{ExportSection, LoraSection, Recipe};
 
 /// The container an export writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,10 +249,7 @@ pub fn export_run(run: &Path, out: &Path, opts: &ExportOptions) -> Result<Export
         chat_template,
         info,
     } = loaded;
-    let lora = match (recipe.method, &recipe.lora) {
-        (Method::Lora, Some(l)) => Some(l),
-        _ => None,
-    };
+    let lora = recipe.adapter();
     let model = match lora {
         // Fresh adapters of the right shapes, whose values the checkpoint then replaces.
         Some(l) => crate::lora::attach(model, l, recipe.train.seed)?.0,

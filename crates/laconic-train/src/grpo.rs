@@ -283,3 +283,155 @@ pub fn loss(
         .div_scalar(tokens.max(1) as f64);
     Ok((total, stats))
 }
+
+/// What one GRPO step measured.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StepStats {
+    /// Mean reward over every sample of the step.
+    pub reward: f64,
+    /// Share of correct samples.
+    pub accuracy: f64,
+    /// Mean reasoning tokens per sample.
+    pub mean_tokens: f64,
+    /// Mean reasoning tokens per sample, by the budget its prompt stated (`none` without).
+    pub tokens_by_budget: std::collections::BTreeMap<String, f64>,
+    /// Mean per-token KL to the reference.
+    pub kl: f64,
+    /// Sampled tokens the loss averaged over.
+    pub tokens: usize,
+}
+
+/// The problems of step `step`: `per_step` of them, walking through `n` problems in an order
+/// shuffled per epoch by a stable hash of `seed` (so a resumed run takes the same ones).
+pub fn step_problems(n: usize, per_step: usize, step: usize, seed: u64) -> Vec<(usize, u64)> {
+    let hash = |epoch: u64, i: u64| {
+        let mut z = seed
+            ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ i.wrapping_mul(0xd6e8_feb8_6659_fd93);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..per_step)
+        .map(|j| {
+            let global = (step * per_step + j) as u64;
+            let (epoch, pos) = (global / n as u64, (global % n as u64) as usize);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| hash(epoch, i as u64));
+            (order[pos], epoch)
+        })
+        .collect()
+}
+
+/// What a GRPO step reads besides the step number.
+#[derive(Clone, Copy)]
+pub struct StepContext<'a> {
+    /// The policy being trained (on the autodiff device).
+    pub model: &'a Model,
+    /// The same weights without the autodiff tape, for sampling.
+    pub sampler: &'a Model,
+    /// The student's prompt format.
+    pub formatter: &'a Formatter<'a>,
+    /// The training problems (with gold answers).
+    pub problems: &'a [Trace],
+    /// The run's seed.
+    pub seed: u64,
+    /// The `[grpo]` settings.
+    pub grpo: &'a crate::recipe::GrpoSection,
+    /// What the KV cache keeps while sampling.
+    pub kv_policy: &'a KvPolicyConfig,
+}
+
+/// One GRPO step's loss: rollouts for this step's problems (budgets drawn per problem), then
+/// [`loss`] over them.
+pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepStats)> {
+    let StepContext {
+        model,
+        sampler,
+        formatter,
+        problems,
+        seed,
+        grpo: g,
+        kv_policy,
+    } = *ctx;
+    if problems.is_empty() {
+        return Err(TrainError::Invalid("GRPO: no training problems".into()));
+    }
+    let grader = Grader::parse(&g.grader)
+        .ok_or_else(|| TrainError::Invalid(format!("grpo.grader = {:?}", g.grader)))?;
+    let buckets = if g.budgets.is_empty() {
+        None
+    } else {
+        Some(crate::reward::BudgetBuckets::new(g.budgets.clone())?)
+    };
+    let config = RolloutConfig {
+        group: g.group,
+        max_new_tokens: g.max_new_tokens,
+        sampling: SamplingConfig {
+            temperature: g.temperature as f32,
+            top_k: 0,
+            top_p: g.top_p as f32,
+            seed: 0,
+        },
+        kv_policy: kv_policy.clone(),
+        reward: RewardConfig {
+            correct: 1.0,
+            softness: g.softness,
+        },
+    };
+    let mut rollouts = Vec::new();
+    for (j, (index, epoch)) in step_problems(problems.len(), g.prompts_per_step, step, seed)
+        .into_iter()
+        .enumerate()
+    {
+        let budget = buckets.as_ref().map(|b| b.draw(seed, epoch, index as u64));
+        let rollout_seed = seed ^ ((step as u64) << 24) ^ (j as u64).wrapping_mul(0x1000_0001);
+        rollouts.push(rollout(
+            sampler,
+            formatter,
+            &problems[index],
+            budget,
+            grader,
+            &config,
+            rollout_seed,
+        )?);
+    }
+    let (total, ls) = loss(
+        model,
+        &rollouts,
+        &LossConfig {
+            clip: g.clip,
+            kl: g.kl,
+        },
+    )?;
+    let samples: Vec<(&Rollout, &RolloutSample)> = rollouts
+        .iter()
+        .flat_map(|r| r.samples.iter().map(move |s| (r, s)))
+        .collect();
+    let n = samples.len().max(1) as f64;
+    let mut by_budget: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for (r, s) in &samples {
+        let key = r
+            .budget
+            .map_or_else(|| "none".to_string(), |b| b.to_string());
+        let e = by_budget.entry(key).or_default();
+        e.0 += s.reasoning_tokens as f64;
+        e.1 += 1;
+    }
+    let stats = StepStats {
+        reward: samples.iter().map(|(_, s)| s.reward).sum::<f64>() / n,
+        accuracy: samples.iter().filter(|(_, s)| s.correct).count() as f64 / n,
+        mean_tokens: samples
+            .iter()
+            .map(|(_, s)| s.reasoning_tokens as f64)
+            .sum::<f64>()
+            / n,
+        tokens_by_budget: by_budget
+            .into_iter()
+            .map(|(k, (sum, count))| (k, sum / count as f64))
+            .collect(),
+        kl: ls.kl,
+        tokens: ls.tokens,
+    };
+    Ok((total, stats))
+}

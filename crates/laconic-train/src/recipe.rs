@@ -56,6 +56,53 @@ pub struct Recipe {
     /// What `laconic export --run DIR` writes by default.
     #[serde(default)]
     pub export: Option<ExportSection>,
+    /// GRPO settings (required when `method = "grpo"`).
+    #[serde(default)]
+    pub grpo: Option<GrpoSection>,
+}
+
+/// `[grpo]`: reinforcement learning with a length budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoSection {
+    /// Samples per prompt (G, at least 2).
+    pub group: usize,
+    /// Prompts per optimizer step.
+    pub prompts_per_step: usize,
+    /// Reasoning budgets (tokens) drawn per prompt and stated in it (`[budget N]`); empty
+    /// for no budget.
+    pub budgets: Vec<usize>,
+    /// Most tokens per sample.
+    pub max_new_tokens: usize,
+    /// Sampling temperature of the rollouts.
+    pub temperature: f64,
+    /// Nucleus mass of the rollouts.
+    pub top_p: f64,
+    /// PPO clipping range.
+    pub clip: f64,
+    /// Weight of the KL term to the reference (0: none).
+    pub kl: f64,
+    /// Decay scale of the reward beyond the budget, as a fraction of it.
+    pub softness: f64,
+    /// `gsm8k` or `math`: how rollouts are graded.
+    pub grader: String,
+}
+
+impl Default for GrpoSection {
+    fn default() -> Self {
+        Self {
+            group: 4,
+            prompts_per_step: 2,
+            budgets: Vec::new(),
+            max_new_tokens: 256,
+            temperature: 1.0,
+            top_p: 1.0,
+            clip: 0.2,
+            kl: 0.04,
+            softness: 0.25,
+            grader: "gsm8k".into(),
+        }
+    }
 }
 
 /// The training method.
@@ -66,6 +113,9 @@ pub enum Method {
     Sft,
     /// Low-rank adapters on the chosen projections; the base stays frozen.
     Lora,
+    /// GRPO with a length budget (`[grpo]`): LoRA when a `[lora]` section is given, else
+    /// every weight.
+    Grpo,
 }
 
 /// `[model]`.
@@ -337,6 +387,14 @@ impl Recipe {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialize: {e}\n"))
     }
 
+    /// The LoRA settings when the method trains adapters (`lora`, or `grpo` with `[lora]`).
+    pub fn adapter(&self) -> Option<&LoraSection> {
+        match self.method {
+            Method::Lora | Method::Grpo => self.lora.as_ref(),
+            Method::Sft => None,
+        }
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         let positive = |v: usize, key: &str| {
             if v == 0 {
@@ -384,14 +442,65 @@ impl Recipe {
                     .into(),
             );
         }
+        match (self.method, &self.grpo) {
+            (Method::Grpo, None) => {
+                return Err("method = \"grpo\" needs a [grpo] section".into());
+            }
+            (Method::Grpo, Some(g)) => {
+                if g.group < 2 {
+                    return Err(format!(
+                        "grpo.group = {}: GRPO compares samples within a group; use at least 2",
+                        g.group
+                    ));
+                }
+                positive(g.prompts_per_step, "grpo.prompts_per_step")?;
+                positive(g.max_new_tokens, "grpo.max_new_tokens")?;
+                if g.budgets.contains(&0) {
+                    return Err(format!(
+                        "grpo.budgets = {:?}: a budget of 0 tokens leaves no room to reason",
+                        g.budgets
+                    ));
+                }
+                if !(g.temperature > 0.0 && g.temperature.is_finite()) {
+                    return Err(format!(
+                        "grpo.temperature = {}: rollouts need a positive temperature",
+                        g.temperature
+                    ));
+                }
+                if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+                    return Err(format!("grpo.top_p = {}: must be in (0, 1]", g.top_p));
+                }
+                if !(g.clip > 0.0 && g.clip < 1.0)
+                    || g.kl < 0.0
+                    || g.softness <= 0.0
+                    || g.softness.is_nan()
+                {
+                    return Err(
+                        "grpo.clip must be in (0, 1), grpo.kl not negative, grpo.softness positive"
+                            .into(),
+                    );
+                }
+                if laconic_traces::Grader::parse(&g.grader).is_none() {
+                    return Err(format!(
+                        "grpo.grader = {:?}: expected \"gsm8k\" or \"math\"",
+                        g.grader
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err("a [grpo] section only applies to method = \"grpo\"".into());
+            }
+            (_, None) => {}
+        }
         match (self.method, &self.lora) {
+            (Method::Grpo, None) => {}
             (Method::Lora, None) => {
                 return Err("method = \"lora\" needs a [lora] section (rank, alpha)".into());
             }
             (Method::Sft, Some(_)) => {
                 return Err("a [lora] section only applies to method = \"lora\"".into());
             }
-            (Method::Lora, Some(l)) => {
+            (Method::Lora | Method::Grpo, Some(l)) => {
                 positive(l.rank, "lora.rank")?;
                 if !(0.0..1.0).contains(&l.dropout) {
                     return Err(format!("lora.dropout = {}: must be in [0, 1)", l.dropout));

@@ -32,7 +32,7 @@ use crate::eval::{EvalConfig, EvalSummary, evaluate};
 use crate::optim::{AdamW, learning_rate};
 use crate::params;
 use crate::plot::draw_loss;
-use crate::recipe::{DistillSection, Method, Recipe};
+use crate::recipe::{DistillSection, Recipe};
 
 /// How to run a recipe.
 #[derive(Debug, Clone, Default)]
@@ -184,7 +184,7 @@ pub fn held_out_loss(model: &Model, examples: &[Example], batch: usize) -> f64 {
 fn fingerprint(r: &Recipe) -> String {
     json!({
         "method": r.method, "model": r.model, "data": r.data, "lora": r.lora, "optim": r.optim,
-        "distill": r.distill,
+        "distill": r.distill, "grpo": r.grpo,
         "seed": r.train.seed, "batch_size": r.train.batch_size, "grad_accum": r.train.grad_accum,
         "steps": r.train.steps,
     })
@@ -274,9 +274,9 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     );
 
     // The model to train.
-    let mut model = match (recipe.method, &recipe.lora) {
-        (Method::Lora, Some(l)) => lora_model(model, l, recipe.train.seed)?,
-        _ => model,
+    let mut model = match recipe.adapter() {
+        Some(l) => lora_model(model, l, recipe.train.seed)?,
+        None => model,
     };
     let device = model.embed_tokens.weight.device();
     let mut optim = AdamW::new(recipe.optim.clone());
@@ -362,6 +362,33 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         let mut loss = 0.0;
         let mut tokens = 0;
         let (mut ce_total, mut kd_total) = (0.0, 0.0);
+        let mut grpo_stats = None;
+        if let Some(g) = &recipe.grpo {
+            // Rollouts from the current weights without the autodiff tape, the loss with it.
+            let sampler = model.valid();
+            let (l, st) = crate::grpo::step_loss(
+                &crate::grpo::StepContext {
+                    model: &model,
+                    sampler: &sampler,
+                    formatter: &formatter,
+                    problems: &train_traces,
+                    seed: recipe.train.seed,
+                    grpo: g,
+                    kv_policy: &laconic_infer::policy::KvPolicyConfig::Full,
+                },
+                step,
+            )?;
+            loss = l.clone().into_scalar::<f32>() as f64;
+            tokens = st.tokens;
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            acc.accumulate(&model, grads);
+            grpo_stats = Some(st);
+        }
+        let micro = if recipe.grpo.is_some() {
+            Vec::new()
+        } else {
+            micro
+        };
         for (k, items) in micro.into_iter().enumerate() {
             let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
@@ -403,21 +430,29 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         state.tokens += tokens as u64;
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         let tokens_per_s = state.tokens as f64 / state.elapsed_s.max(1e-9);
-        write_metric(
-            &mut metrics,
-            &metrics_path,
-            &step_metrics(
+        write_metric(&mut metrics, &metrics_path, &{
+            let mut v = step_metrics(
                 &state,
                 loss,
                 lr,
                 grad_norm,
                 tokens_per_s,
                 teacher.is_some().then_some((ce_total, kd_total)),
-            ),
-        )?;
+            );
+            if let Some(st) = &grpo_stats {
+                v["grpo"] = json!(st);
+            }
+            v
+        })?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
-            b.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
+            match &grpo_stats {
+                Some(st) => b.set_message(format!(
+                    "reward {:.3}  acc {:.2}  len {:.0}  kl {:.4}",
+                    st.reward, st.accuracy, st.mean_tokens, st.kl
+                )),
+                None => b.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s")),
+            }
         }
         let last = state.step == stop_at;
         if recipe.train.eval_every > 0
@@ -455,7 +490,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     drop(metrics);
     draw_loss(&metrics_path, &run.join("loss.svg"))?;
 
-    if let (Method::Lora, Some(l), true) = (recipe.method, &recipe.lora, finished) {
+    if let (Some(l), true) = (recipe.adapter(), finished) {
         let mut m = model.valid();
         crate::lora::save_peft(
             &mut m,
