@@ -86,6 +86,25 @@ pub struct GrpoSection {
     pub softness: f64,
     /// `gsm8k` or `math`: how rollouts are graded.
     pub grader: String,
+    /// What the KV cache keeps while sampling rollouts (`full`, `window`, `h2o`, `snapkv`,
+    /// `rkv`), so training sees the cache the edge will use.
+    pub kv_policy: String,
+    /// Entries per layer the policy keeps (needed by every policy but `full`).
+    pub kv_budget: Option<usize>,
+}
+
+impl GrpoSection {
+    /// The rollouts' KV policy.
+    pub fn kv_policy(&self) -> std::result::Result<laconic_infer::policy::KvPolicyConfig, String> {
+        laconic_infer::policy::KvPolicyConfig::from_flags(
+            &self.kv_policy,
+            self.kv_budget,
+            None,
+            None,
+            None,
+        )
+        .map_err(|e| format!("grpo.kv_policy = {:?}: {e}", self.kv_policy))
+    }
 }
 
 impl Default for GrpoSection {
@@ -101,6 +120,8 @@ impl Default for GrpoSection {
             kl: 0.04,
             softness: 0.25,
             grader: "gsm8k".into(),
+            kv_policy: "full".into(),
+            kv_budget: None,
         }
     }
 }
@@ -480,6 +501,7 @@ impl Recipe {
                             .into(),
                     );
                 }
+                g.kv_policy()?;
                 if laconic_traces::Grader::parse(&g.grader).is_none() {
                     return Err(format!(
                         "grpo.grader = {:?}: expected \"gsm8k\" or \"math\"",

@@ -366,6 +366,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         if let Some(g) = &recipe.grpo {
             // Rollouts from the current weights without the autodiff tape, the loss with it.
             let sampler = model.valid();
+            let kv_policy = g.kv_policy().map_err(TrainError::Invalid)?;
             let (l, st) = crate::grpo::step_loss(
                 &crate::grpo::StepContext {
                     model: &model,
@@ -374,7 +375,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
                     problems: &train_traces,
                     seed: recipe.train.seed,
                     grpo: g,
-                    kv_policy: &laconic_infer::policy::KvPolicyConfig::Full,
+                    kv_policy: &kv_policy,
                 },
                 step,
             )?;

@@ -78,6 +78,8 @@ prompts_per_step = 2
 budgets = [6, 12]
 max_new_tokens = 12
 temperature = 0.7
+kv_policy = "window"
+kv_budget = 64
 "#,
         run = dir.join("run").display(),
         model = common::fixture("llama").display(),
@@ -168,6 +170,7 @@ fn grpo_recipes_with_bad_settings_name_the_key() {
         ("[grpo]\nbudgets = [64, 0]\n", "budget of 0"),
         ("[grpo]\ntemperature = 0.0\n", "grpo.temperature"),
         ("[grpo]\ngrader = \"chess\"\n", "grpo.grader"),
+        ("[grpo]\nkv_policy = \"rkv\"\n", "grpo.kv_policy"),
         ("[grpo]\nrewards = \"mine\"\n", "rewards"),
     ] {
         let e = Recipe::parse(&base(grpo), &dir.path().join("r.toml"))
