@@ -75,10 +75,10 @@ pub enum LabelError {
         /// What went wrong.
         message: String,
     },
-    /// Drawing the histogram failed.
+    /// Drawing the histogram, or rendering it to PNG, failed.
     #[error("drawing {path}: {message}")]
     Draw {
-        /// The SVG file.
+        /// The SVG or PNG file.
         path: PathBuf,
         /// What the plotting backend said.
         message: String,

@@ -6,7 +6,9 @@
 //!    the protected words (numbers, operators, equations, math, the boxed answer);
 //! 2. score every word with the rules ([`crate::rules`]: word lists, scaled down in redundant
 //!    steps), and, with a model scorer, mix in the rank of its surprisal
-//!    ([`crate::surprisal`]; a word's surprisal is the sum over its tokens);
+//!    ([`crate::surprisal`]; a word's surprisal is the sum over its tokens), of the attention
+//!    the final answer pays it ([`crate::attention`]; summed over its tokens likewise), or of
+//!    both: `(1 - ws - wa) × rules + ws × surprisal rank + wa × attention rank`;
 //! 3. for each target ratio, keep the best words within the budget ([`crate::compress`]),
 //!    write them as text, measure the ratio achieved, and re-grade the compressed trace. In a
 //!    redundant step (redundancy at least [`WHOLE_STEP_REDUNDANCY`]) each sentence that holds
@@ -23,6 +25,7 @@ use laconic_traces::schema::Provenance;
 use laconic_traces::{Grader, Trace};
 use serde::{Deserialize, Serialize};
 
+use crate::attention::{AttentionScorer, answer_attention};
 use crate::compress::{Unit, budget, render, select_within};
 use crate::error::{LabelError, Result};
 use crate::rules::{Reason, apply_redundancy, step_redundancy, word_scores};
@@ -43,6 +46,10 @@ pub struct LabelConfig {
     /// With a model scorer: the weight of the surprisal rank against the rule score, in
     /// `[0, 1]` (0.5 by default).
     pub surprisal_weight: f32,
+    /// With the attention scorer: the weight of the attention rank against the rule score,
+    /// in `[0, 1]` (0.5 by default). With both model scores, when the two weights add up to
+    /// more than 1 they are scaled down to add up to 1.
+    pub attention_weight: f32,
 }
 
 impl LabelConfig {
@@ -80,6 +87,7 @@ impl LabelConfig {
         Ok(Self {
             ratios,
             surprisal_weight: 0.5,
+            attention_weight: 0.5,
         })
     }
 
@@ -116,6 +124,11 @@ pub enum Scorer {
     Rules,
     /// A model's surprisal, mixed with the rules ([`crate::surprisal`]).
     Surprisal(Box<SurprisalScorer>),
+    /// The attention the final answer pays each token, mixed with the rules
+    /// ([`crate::attention`]).
+    Attention(Box<AttentionScorer>),
+    /// One model's surprisal and attention, both mixed with the rules.
+    SurprisalAttention(Box<AttentionScorer>),
 }
 
 /// The labeler: a scorer, the unit the ratio is measured in, and the target ratios.
@@ -184,7 +197,8 @@ pub struct Variant {
 pub struct LabeledTrace {
     /// The trace's id.
     pub id: String,
-    /// The scorer: `rules`, or `surprisal+rules:MODEL`.
+    /// The scorer: `rules`, `surprisal+rules:MODEL`, `attention+rules:MODEL` or
+    /// `surprisal+attention+rules:MODEL`.
     pub scorer: String,
     /// What the ratio, `tokens` and masks count: `words`, or `tokens:TOKENIZER`.
     pub unit: String,
@@ -202,9 +216,13 @@ pub struct LabeledTrace {
     pub tokens: Vec<String>,
     /// Per token: the score of the word it belongs to (0 for whitespace-only tokens).
     pub scores: Vec<f32>,
-    /// Per token: the surprisal in nats, with a model scorer.
+    /// Per token: the surprisal in nats, with the surprisal scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surprisal: Option<Vec<f32>>,
+    /// Per token: the attention the final answer line pays it, the trace's largest 1, with
+    /// the attention scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Vec<f32>>,
     /// Per token, `1` when it belongs to a protected word.
     pub protected: String,
     /// One compressed variant per target ratio, in the order given.
@@ -255,6 +273,23 @@ impl Labeler {
         }
     }
 
+    /// A labeler with the attention the final answer pays each token mixed into the rules
+    /// (with `surprisal`, the model's surprisal too, from the same model); ratios and masks
+    /// count the model's tokens.
+    pub fn attention(scorer: AttentionScorer, surprisal: bool, config: LabelConfig) -> Self {
+        let tokenizer = (scorer.tokenizer().clone(), scorer.name().to_string());
+        let scorer = Box::new(scorer);
+        Self {
+            scorer: if surprisal {
+                Scorer::SurprisalAttention(scorer)
+            } else {
+                Scorer::Attention(scorer)
+            },
+            tokenizer: Some(tokenizer),
+            config,
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LabelConfig {
         &self.config
@@ -265,6 +300,10 @@ impl Labeler {
         match &self.scorer {
             Scorer::Rules => "rules".into(),
             Scorer::Surprisal(s) => format!("surprisal+rules:{}", s.name()),
+            Scorer::Attention(s) => format!("attention{}+rules:{}", layers(s), s.name()),
+            Scorer::SurprisalAttention(s) => {
+                format!("surprisal+attention{}+rules:{}", layers(s), s.name())
+            }
         }
     }
 
@@ -303,15 +342,33 @@ impl Labeler {
         apply_redundancy(&mut scores, &step_of, &redundancy);
 
         // Tokens: the tokenizer's (aligned to words) or the words themselves.
-        let (tokens, surprisal) = match (&self.scorer, &self.tokenizer) {
+        let (tokens, surprisal, attention) = match (&self.scorer, &self.tokenizer) {
             (Scorer::Surprisal(s), _) => {
                 let (t, sur) = s.surprisal(&trace.question, text).map_err(with_id)?;
-                (Some(t), Some(sur))
+                (Some(t), Some(sur), None)
+            }
+            (Scorer::Attention(s), _) => {
+                let (t, att) = s
+                    .attention(&trace.question, text, &trace.answer)
+                    .map_err(with_id)?;
+                (Some(t), None, Some(att))
+            }
+            (Scorer::SurprisalAttention(s), _) => {
+                let (t, sur) = s.surprisal(&trace.question, text).map_err(with_id)?;
+                let att = answer_attention(
+                    s.model(),
+                    &trace.question,
+                    &t.ids,
+                    &trace.answer,
+                    s.last_layers(),
+                )
+                .map_err(with_id)?;
+                (Some(t), Some(sur), Some(att))
             }
             (Scorer::Rules, Some((tok, _))) => {
-                (Some(align_tokens(tok, text).map_err(with_id)?), None)
+                (Some(align_tokens(tok, text).map_err(with_id)?), None, None)
             }
-            (Scorer::Rules, None) => (None, None),
+            (Scorer::Rules, None) => (None, None, None),
         };
         let word_of_token: Vec<Option<usize>> = match &tokens {
             Some(t) => token_words(t, &words),
@@ -321,18 +378,35 @@ impl Labeler {
         for w in word_of_token.iter().flatten() {
             cost[*w] += 1;
         }
-        if let Some(sur) = &surprisal {
-            let mut word_sur = vec![0f32; words.len()];
-            for (t, w) in word_of_token.iter().enumerate() {
-                if let Some(w) = w {
-                    word_sur[*w] += sur[t];
+        // Model scores: per word, the sum over its tokens, ranked within the trace, mixed
+        // with the rules by weight (weights adding up to more than 1 are scaled to 1).
+        let model_scores: Vec<(&Vec<f32>, f32)> = [
+            (surprisal.as_ref(), self.config.surprisal_weight),
+            (attention.as_ref(), self.config.attention_weight),
+        ]
+        .into_iter()
+        .filter_map(|(s, w)| s.map(|s| (s, w.clamp(0.0, 1.0))))
+        .collect();
+        let weights: f32 = model_scores.iter().map(|(_, w)| w).sum();
+        let scale = if weights > 1.0 { 1.0 / weights } else { 1.0 };
+        if !model_scores.is_empty() {
+            let mut mixed: Vec<f32> = scores.iter().map(|s| (1.0 - weights * scale) * s).collect();
+            for (per_token, w) in &model_scores {
+                let mut per_word = vec![0f32; words.len()];
+                for (t, w) in word_of_token.iter().enumerate() {
+                    if let Some(w) = w {
+                        per_word[*w] += per_token[t];
+                    }
                 }
+                let rank = percentile_ranks(&per_word);
+                mixed
+                    .iter_mut()
+                    .zip(&rank)
+                    .for_each(|(m, r)| *m += w * scale * r);
             }
-            let rank = percentile_ranks(&word_sur);
-            let a = self.config.surprisal_weight.clamp(0.0, 1.0);
             for i in 0..words.len() {
                 if !prot[i] {
-                    scores[i] = (1.0 - a) * scores[i] + a * rank[i];
+                    scores[i] = mixed[i];
                 }
             }
         }
@@ -467,10 +541,17 @@ impl Labeler {
             tokens: token_texts,
             scores: token_scores,
             surprisal: surprisal.map(|s| s.into_iter().map(round3).collect()),
+            attention: attention.map(|s| s.into_iter().map(round3).collect()),
             protected: token_protected,
             variants,
         })
     }
+}
+
+/// `[last N]` when an attention scorer averages over its last N layers only; empty for all.
+fn layers(s: &AttentionScorer) -> String {
+    s.last_layers()
+        .map_or(String::new(), |n| format!("[last {n}]"))
 }
 
 /// Selection units from words: consecutive words of the same `sentence_of` group form one

@@ -15,12 +15,14 @@
 //!   variables high) and step redundancy (re-verification, restated question, near-duplicate
 //!   steps, filler steps).
 //! - [`surprisal`]: the model scorer: each token's self-information under a scorer model.
+//! - [`attention`]: the attention scorer: the attention each reasoning token receives from
+//!   the final answer line.
 //! - [`compress`]: selection to a target ratio under the invariants, and tidy rendering.
 //! - [`label`]: [`Labeler`], which labels one [`laconic_traces::Trace`] into a
 //!   [`LabeledTrace`] with one re-graded variant per ratio.
 //! - [`run`]: whole files, resumably ([`label_file`]), and the trace file of variants that
 //!   `laconic train` reads ([`write_variants`]).
-//! - [`report`]: per-ratio figures and an SVG histogram.
+//! - [`report`]: per-ratio figures and a histogram (SVG and PNG).
 //! - [`error`]: the error type, [`LabelError`].
 //!
 //! The output format and the measured figures are in `docs/LABELING.md`.
@@ -44,6 +46,7 @@
 //! # Ok::<(), laconic_label::LabelError>(())
 //! ```
 
+pub mod attention;
 pub mod compress;
 pub mod error;
 pub mod label;
@@ -54,8 +57,9 @@ pub mod steps;
 pub mod surprisal;
 pub mod words;
 
+pub use attention::AttentionScorer;
 pub use error::{LabelError, Result};
 pub use label::{LabelConfig, LabeledTrace, Labeler, Scorer, StepLabel, Variant};
-pub use report::{RatioReport, Report, build_report, write_report};
+pub use report::{RatioReport, Report, build_report, svg_to_png, write_report};
 pub use run::{LabelJob, RunSummary, VariantsSummary, label_file, read_labeled, write_variants};
 pub use surprisal::SurprisalScorer;

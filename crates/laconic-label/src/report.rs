@@ -1,9 +1,10 @@
 //! The report of a labeled file: per target ratio, the distribution of the ratio achieved,
 //! how many answers survived, how much was saved; and a histogram of the achieved ratios.
 //!
-//! The histogram is an SVG (drawn with plotters' SVG backend, which writes text as SVG text
-//! elements): plotters' PNG backend needs system fonts to draw text, which this toolkit does
-//! not assume.
+//! The histogram is drawn as an SVG (plotters' SVG backend, which writes text as SVG text
+//! elements) and rendered to a PNG beside it with resvg ([`svg_to_png`], which
+//! `laconic-train` uses for its loss curve too). The PNG's text uses the system's fonts;
+//! without any, the bars and axes are drawn and the labels left out.
 
 use std::path::{Path, PathBuf};
 
@@ -26,9 +27,12 @@ pub struct Report {
     pub originals_correct: usize,
     /// One entry per target ratio.
     pub ratios: Vec<RatioReport>,
-    /// The histogram file, when one was drawn.
+    /// The histogram file (SVG), when one was drawn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<String>,
+    /// The same histogram as a PNG, when one was drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram_png: Option<String>,
 }
 
 /// The figures for one target ratio.
@@ -157,6 +161,7 @@ pub fn build_report(labeled: &[LabeledTrace]) -> Report {
         originals_correct: labeled.iter().filter(|l| l.correct).count(),
         ratios,
         histogram: None,
+        histogram_png: None,
     }
 }
 
@@ -165,16 +170,27 @@ pub fn histogram_path(report: &Path) -> PathBuf {
     report.with_extension("svg")
 }
 
+/// The file name of a path, for the report (the whole path when it has none).
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
+}
+
 /// Writes the report as pretty JSON to `path` and draws the histogram of achieved ratios
-/// beside it ([`histogram_path`]); returns the report as written.
+/// beside it ([`histogram_path`], and the same with `.png`); returns the report as written.
 pub fn write_report(labeled: &[LabeledTrace], path: &Path) -> Result<Report> {
     let mut report = build_report(labeled);
     let svg = histogram_path(path);
+    if let Some(parent) = svg.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| LabelError::io(parent, e))?;
+    }
     draw_histogram(labeled, &report, &svg)?;
-    report.histogram = Some(
-        svg.file_name()
-            .map_or_else(|| svg.display().to_string(), |n| n.to_string_lossy().into()),
-    );
+    let png = svg.with_extension("png");
+    svg_to_png(&svg, &png)?;
+    report.histogram = Some(file_name(&svg));
+    report.histogram_png = Some(file_name(&png));
     let json = serde_json::to_string_pretty(&report).map_err(|e| LabelError::Label {
         id: String::new(),
         message: format!("cannot serialize the report: {e}"),
@@ -184,6 +200,49 @@ pub fn write_report(labeled: &[LabeledTrace], path: &Path) -> Result<Report> {
     }
     std::fs::write(path, json + "\n").map_err(|e| LabelError::io(path, e))?;
     Ok(report)
+}
+
+/// Renders an SVG file to a PNG of the same size in pixels, on white, written atomically.
+/// Text is drawn with the system's fonts; without any, it is left out.
+pub fn svg_to_png(svg: &Path, png: &Path) -> Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let bad = |message: String| LabelError::Draw {
+        path: png.to_path_buf(),
+        message,
+    };
+    let data = std::fs::read(svg).map_err(|e| LabelError::io(svg, e))?;
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // fontdb maps the generic `sans-serif` (what plotters writes) to Arial, which many Linux
+    // systems lack: then no text is drawn. Point it at a sans font that is installed.
+    let families: Vec<String> = fonts
+        .faces()
+        .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+        .collect();
+    if !families.iter().any(|f| f == "Arial") {
+        let preferred = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "FreeSans"];
+        let sans = preferred
+            .iter()
+            .find(|p| families.iter().any(|f| f == *p))
+            .map(|p| p.to_string())
+            .or_else(|| families.first().cloned());
+        if let Some(family) = sans {
+            fonts.set_sans_serif_family(family);
+        }
+    }
+    let tree = usvg::Tree::from_data(&data, &options)
+        .map_err(|e| bad(format!("{} is not a drawable SVG: {e}", svg.display())))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| bad(format!("{} is an empty drawing", svg.display())))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let bytes = pixmap
+        .encode_png()
+        .map_err(|e| bad(format!("encoding: {e}")))?;
+    laconic_traces::write_atomic(png, |w| std::io::Write::write_all(w, &bytes))?;
+    Ok(())
 }
 
 /// Bins of the histogram over `[0, 1]`.
@@ -281,5 +340,46 @@ mod tests {
         assert!((quantile(&v, 0.1) - 0.14).abs() < 1e-12);
         assert_eq!(quantile(&v, 1.0), 0.5);
         assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn svg_renders_to_a_png_of_its_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svg = dir.path().join("a.svg");
+        std::fs::write(
+            &svg,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40">
+               <rect x="10" y="10" width="50" height="20" fill="blue"/>
+               <text x="70" y="30">hi</text></svg>"#,
+        )
+        .expect("write");
+        let png = dir.path().join("a.png");
+        svg_to_png(&svg, &png).expect("renders");
+        let bytes = std::fs::read(&png).expect("png written");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&bytes[12..16], b"IHDR");
+        let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        assert_eq!((be(16), be(20)), (120, 40));
+        // With any font installed, the text is drawn (plotters writes `sans-serif`).
+        let text_only = dir.path().join("t.svg");
+        std::fs::write(
+            &text_only,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="80" height="30">
+               <text x="5" y="22" font-family="sans-serif" font-size="20">Hi</text></svg>"#,
+        )
+        .expect("write");
+        svg_to_png(&text_only, &png).expect("renders");
+        let pixmap = resvg::tiny_skia::Pixmap::load_png(&png).expect("decodes");
+        let inked = pixmap.pixels().iter().filter(|p| p.red() < 128).count();
+        let mut db = resvg::usvg::fontdb::Database::new();
+        db.load_system_fonts();
+        assert_eq!(
+            inked > 0,
+            !db.is_empty(),
+            "{inked} dark pixels, {} fonts",
+            db.len()
+        );
+        let e = svg_to_png(&dir.path().join("none.svg"), &png).expect_err("no file");
+        assert!(e.to_string().contains("none.svg"), "{e}");
     }
 }

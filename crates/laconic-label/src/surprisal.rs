@@ -66,46 +66,61 @@ impl SurprisalScorer {
     /// Surprisal `-log p` (nats) of every token of `text` (tokenized without special
     /// tokens), given `context` before it.
     pub fn surprisal(&self, context: &str, text: &str) -> Result<(Tokens, Vec<f32>)> {
-        let tokenizer = &self.model.tokenizer;
-        let tokens = align_tokens(tokenizer, text)?;
-        if tokens.ids.is_empty() {
-            return Ok((tokens, Vec::new()));
-        }
-        let mut prefix = tokenizer.encode(&format!("{}\n", context.trim_end()), true)?;
-        let window = self.model.config().max_position_embeddings.max(2);
-        // Keep at most half a window of the question, so the reasoning gets the rest.
-        let keep = prefix.len().min(window / 2);
-        if prefix.len() > keep {
-            // The question's end is the most relevant context; BOS stays in front when there.
-            let bos = tokenizer.encode("", true)?;
-            let tail = prefix.split_off(prefix.len() - keep + bos.len());
-            prefix = bos;
-            prefix.extend(tail);
-        }
-        let mut ids = prefix.clone();
-        ids.extend(&tokens.ids);
-        let logprobs = score_windows(&self.model, &ids, window)?;
-        let mut surprisal: Vec<f32> = logprobs[prefix.len()..]
-            .iter()
-            .map(|lp| lp.map_or(f32::NAN, |l| -l))
-            .collect();
-        // A token with no score (the very first, when there is no prefix) gets the mean.
-        let known: Vec<f32> = surprisal
-            .iter()
-            .copied()
-            .filter(|s| s.is_finite())
-            .collect();
-        let mean = if known.is_empty() {
-            0.0
-        } else {
-            known.iter().sum::<f32>() / known.len() as f32
-        };
-        surprisal
-            .iter_mut()
-            .filter(|s| !s.is_finite())
-            .for_each(|s| *s = mean);
-        Ok((tokens, surprisal))
+        model_surprisal(&self.model, context, text)
     }
+
+    /// The loaded model.
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+}
+
+/// Surprisal `-log p` (nats) of every token of `text` (tokenized without special tokens)
+/// under `model`, given `context` before it (see the module docs).
+pub fn model_surprisal(
+    model: &LoadedModel,
+    context: &str,
+    text: &str,
+) -> Result<(Tokens, Vec<f32>)> {
+    let tokenizer = &model.tokenizer;
+    let tokens = align_tokens(tokenizer, text)?;
+    if tokens.ids.is_empty() {
+        return Ok((tokens, Vec::new()));
+    }
+    let mut prefix = tokenizer.encode(&format!("{}\n", context.trim_end()), true)?;
+    let window = model.config().max_position_embeddings.max(2);
+    // Keep at most half a window of the question, so the reasoning gets the rest.
+    let keep = prefix.len().min(window / 2);
+    if prefix.len() > keep {
+        // The question's end is the most relevant context; BOS stays in front when there.
+        let bos = tokenizer.encode("", true)?;
+        let tail = prefix.split_off(prefix.len() - keep + bos.len());
+        prefix = bos;
+        prefix.extend(tail);
+    }
+    let mut ids = prefix.clone();
+    ids.extend(&tokens.ids);
+    let logprobs = score_windows(model, &ids, window)?;
+    let mut surprisal: Vec<f32> = logprobs[prefix.len()..]
+        .iter()
+        .map(|lp| lp.map_or(f32::NAN, |l| -l))
+        .collect();
+    // A token with no score (the very first, when there is no prefix) gets the mean.
+    let known: Vec<f32> = surprisal
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite())
+        .collect();
+    let mean = if known.is_empty() {
+        0.0
+    } else {
+        known.iter().sum::<f32>() / known.len() as f32
+    };
+    surprisal
+        .iter_mut()
+        .filter(|s| !s.is_finite())
+        .for_each(|s| *s = mean);
+    Ok((tokens, surprisal))
 }
 
 /// `log p(token | prefix)` for every id, in windows of at most `window` tokens that overlap

@@ -69,21 +69,8 @@ pub fn draw_loss(metrics: &Path, out: &Path) -> Result<()> {
 }
 
 /// Renders an SVG file to PNG (text with the system's fonts; without any, the curves and
-/// axes are drawn and the labels left out).
+/// axes are drawn and the labels left out): [`laconic_label::svg_to_png`], which the labeler
+/// uses for its histogram.
 pub fn rasterize(svg: &Path, png: &Path) -> Result<()> {
-    use resvg::{tiny_skia, usvg};
-    let data = std::fs::read(svg).map_err(|e| TrainError::io(svg, e))?;
-    let mut options = usvg::Options::default();
-    options.fontdb_mut().load_system_fonts();
-    let tree = usvg::Tree::from_data(&data, &options)
-        .map_err(|e| TrainError::Invalid(format!("{}: not a drawable SVG: {e}", svg.display())))?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| TrainError::Invalid(format!("{}: empty drawing", svg.display())))?;
-    pixmap.fill(tiny_skia::Color::WHITE);
-    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    let bytes = pixmap
-        .encode_png()
-        .map_err(|e| TrainError::Invalid(format!("encoding {}: {e}", png.display())))?;
-    crate::checkpoint::write_atomic(png, &bytes)
+    laconic_label::svg_to_png(svg, png).map_err(|e| TrainError::Invalid(e.to_string()))
 }

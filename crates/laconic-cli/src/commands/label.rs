@@ -7,8 +7,8 @@ use clap::Args;
 use laconic_infer::gguf::GgufFile;
 use laconic_infer::tokenizer::Tokenizer;
 use laconic_label::{
-    LabelConfig, LabelJob, Labeler, SurprisalScorer, label_file, read_labeled, write_report,
-    write_variants,
+    AttentionScorer, LabelConfig, LabelJob, Labeler, SurprisalScorer, label_file, read_labeled,
+    write_report, write_variants,
 };
 use laconic_traces::{DatasetSpec, Grader};
 
@@ -20,16 +20,23 @@ pub struct LabelArgs {
     #[arg(long = "in")]
     input: String,
     /// `rules` (word lists and step rules), or a scorer model (GGUF file or Hugging Face
-    /// directory) whose surprisal is mixed with the rules; ratios then count its tokens.
+    /// directory) whose scores (--scorer-kind) are mixed with the rules; ratios then count
+    /// its tokens.
     #[arg(long, default_value = "rules")]
     scorer: String,
+    /// With a scorer model: `surprisal` (each token's -log p after the question; the
+    /// default), `attention` (the attention each token receives from the final answer line)
+    /// or `both`.
+    #[arg(long)]
+    scorer_kind: Option<String>,
     /// Target ratios (kept ÷ original reasoning tokens), comma-separated, each in (0, 1].
     #[arg(long, default_value = "0.5,0.7,0.9")]
     ratios: String,
     /// The labeled file (JSONL, one line per trace). Re-running continues it.
     #[arg(long)]
     out: PathBuf,
-    /// Write the report (JSON) here, with a histogram of achieved ratios beside it (.svg).
+    /// Write the report (JSON) here, with a histogram of achieved ratios beside it (.svg and
+    /// .png).
     #[arg(long)]
     report: Option<PathBuf>,
     /// Write the compressed variants as a trace file for `laconic train` (`traces:PATH`).
@@ -49,15 +56,46 @@ pub struct LabelArgs {
     /// file, guessed per trace from its answer).
     #[arg(long)]
     grader: Option<String>,
-    /// With a scorer model: the weight of its surprisal against the rules, in [0, 1].
-    #[arg(long, default_value_t = 0.5)]
-    surprisal_weight: f32,
+    /// With a scorer model: the weight of its surprisal against the rules, in [0, 1]
+    /// (default 0.5; 0.25 with `--scorer-kind both`).
+    #[arg(long)]
+    surprisal_weight: Option<f32>,
+    /// With `--scorer-kind attention` or `both`: the weight of the attention score against
+    /// the rules, in [0, 1] (default 0.5; 0.25 with `both`, where the two weights may add up
+    /// to at most 1).
+    #[arg(long)]
+    attention_weight: Option<f32>,
     /// Device for the scorer model: flex (CPU), cuda, wgpu or tch.
     #[arg(long, default_value = "flex")]
     device: String,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// What a scorer model scores (`--scorer-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScorerKind {
+    /// Each token's surprisal after the question.
+    Surprisal,
+    /// The attention each token receives from the final answer line.
+    Attention,
+    /// Both, from the same model.
+    Both,
+}
+
+impl ScorerKind {
+    /// Parses `--scorer-kind` (absent: surprisal).
+    fn parse(kind: Option<&str>) -> Result<Self> {
+        Ok(match kind {
+            None | Some("surprisal") => Self::Surprisal,
+            Some("attention") => Self::Attention,
+            Some("both") => Self::Both,
+            Some(other) => {
+                bail!("unknown --scorer-kind '{other}' (choose surprisal, attention or both)")
+            }
+        })
+    }
 }
 
 /// Loads only the tokenizer of a GGUF file or a Hugging Face directory.
@@ -74,13 +112,37 @@ fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
 /// Runs `laconic label`.
 pub fn run(args: LabelArgs) -> Result<()> {
     let mut config = LabelConfig::parse_ratios(&args.ratios)?;
-    if !(0.0..=1.0).contains(&args.surprisal_weight) {
+    let kind = ScorerKind::parse(args.scorer_kind.as_deref())?;
+    for (flag, weight) in [
+        ("--surprisal-weight", args.surprisal_weight),
+        ("--attention-weight", args.attention_weight),
+    ] {
+        if let Some(w) = weight.filter(|w| !(0.0..=1.0).contains(w)) {
+            bail!("{flag} {w} must be in [0, 1]");
+        }
+    }
+    if args.scorer == "rules" {
+        if args.scorer_kind.is_some() {
+            bail!("--scorer-kind needs a scorer model (--scorer MODEL)");
+        }
+    } else {
+        if args.surprisal_weight.is_some() && kind == ScorerKind::Attention {
+            bail!("--surprisal-weight is for `--scorer-kind surprisal` or `both`");
+        }
+        if args.attention_weight.is_some() && kind == ScorerKind::Surprisal {
+            bail!("--attention-weight is for `--scorer-kind attention` or `both`");
+        }
+    }
+    let default_weight = if kind == ScorerKind::Both { 0.25 } else { 0.5 };
+    config.surprisal_weight = args.surprisal_weight.unwrap_or(default_weight);
+    config.attention_weight = args.attention_weight.unwrap_or(default_weight);
+    if kind == ScorerKind::Both && config.surprisal_weight + config.attention_weight > 1.0 {
         bail!(
-            "--surprisal-weight {} must be in [0, 1]",
-            args.surprisal_weight
+            "--surprisal-weight {} and --attention-weight {} add up to more than 1",
+            config.surprisal_weight,
+            config.attention_weight
         );
     }
-    config.surprisal_weight = args.surprisal_weight;
     let grader = args
         .grader
         .as_deref()
@@ -113,9 +175,18 @@ pub fn run(args: LabelArgs) -> Result<()> {
                 args.scorer
             );
         }
-        let scorer = SurprisalScorer::load(&path, &args.device)
-            .with_context(|| format!("loading scorer model {}", path.display()))?;
-        Labeler::surprisal(scorer, config)
+        let loading = || format!("loading scorer model {}", path.display());
+        match kind {
+            ScorerKind::Surprisal => Labeler::surprisal(
+                SurprisalScorer::load(&path, &args.device).with_context(loading)?,
+                config,
+            ),
+            ScorerKind::Attention | ScorerKind::Both => Labeler::attention(
+                AttentionScorer::load(&path, &args.device).with_context(loading)?,
+                kind == ScorerKind::Both,
+                config,
+            ),
+        }
     };
     let job = LabelJob {
         input,
@@ -153,10 +224,12 @@ pub fn run(args: LabelArgs) -> Result<()> {
     }
     if let Some(path) = &args.report {
         let report = write_report(&labeled, path)?;
+        let svg = laconic_label::report::histogram_path(path);
         eprintln!(
-            "report: {} (histogram {})",
+            "report: {} (histogram {} and {})",
             path.display(),
-            laconic_label::report::histogram_path(path).display()
+            svg.display(),
+            svg.with_extension("png").display()
         );
         for r in &report.ratios {
             eprintln!(
@@ -246,13 +319,56 @@ mod tests {
         assert_eq!(r["traces"], 12);
         assert_eq!(r["ratios"][0]["variants"], 12);
         assert_eq!(r["histogram"], "report.svg");
+        assert_eq!(r["histogram_png"], "report.png");
         let svg = std::fs::read_to_string(dir.path().join("report.svg")).expect("svg written");
         assert!(svg.starts_with("<svg"));
+        let png = std::fs::read(dir.path().join("report.png")).expect("png written");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().expect("4 bytes"));
+        assert_eq!((be(16), be(20)), (800, 480));
 
         // Running again labels nothing new and leaves the file as it was.
         let before = std::fs::read_to_string(&out).expect("read");
         run(parse(&argv)).expect("second run");
         assert_eq!(std::fs::read_to_string(&out).expect("read"), before);
+    }
+
+    #[test]
+    fn label_with_the_attention_scorer_of_a_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture = data("crates/laconic-infer/tests/fixtures/llama");
+        let input = format!("gsm8k:{}", data("data/gsm8k/test.jsonl"));
+        for (kind, scorer, surprisal) in [
+            ("attention", "attention+rules:", false),
+            ("both", "surprisal+attention+rules:", true),
+        ] {
+            let out = dir.path().join(format!("{kind}.jsonl"));
+            let argv = [
+                "--in",
+                input.as_str(),
+                "--scorer",
+                fixture.as_str(),
+                "--scorer-kind",
+                kind,
+                "--ratios",
+                "0.6",
+                "--out",
+                out.to_str().expect("utf-8 path"),
+                "--limit",
+                "3",
+                "--quiet",
+            ];
+            run(parse(&argv)).expect("label runs");
+            let labeled = read_labeled(&out).expect("labeled file reads");
+            assert_eq!(labeled.len(), 3);
+            for l in &labeled {
+                assert!(l.scorer.starts_with(scorer), "{}", l.scorer);
+                let attention = l.attention.as_ref().expect("attention written");
+                assert_eq!(attention.len(), l.tokens.len());
+                assert_eq!(l.surprisal.is_some(), surprisal);
+                assert!(l.variants.iter().all(|v| v.correct));
+            }
+        }
     }
 
     #[test]
@@ -286,6 +402,7 @@ mod tests {
         let out = dir.path().join("o.jsonl");
         let out = out.to_str().expect("utf-8 path");
         let input = format!("gsm8k:{}", data("data/gsm8k/test.jsonl"));
+        let fixture = data("crates/laconic-infer/tests/fixtures/llama");
         for (extra, expected) in [
             (vec!["--ratios", "0.5,2"], "--ratios"),
             (vec!["--grader", "chess"], "unknown --grader 'chess'"),
@@ -296,6 +413,31 @@ mod tests {
             (
                 vec!["--keep-original"],
                 "--keep-original needs --variants-out",
+            ),
+            (
+                vec!["--scorer-kind", "attention"],
+                "--scorer-kind needs a scorer model",
+            ),
+            (
+                vec!["--scorer", fixture.as_str(), "--scorer-kind", "gaze"],
+                "unknown --scorer-kind 'gaze'",
+            ),
+            (
+                vec!["--scorer", fixture.as_str(), "--attention-weight", "0.3"],
+                "--attention-weight is for",
+            ),
+            (
+                vec![
+                    "--scorer",
+                    fixture.as_str(),
+                    "--scorer-kind",
+                    "both",
+                    "--surprisal-weight",
+                    "0.6",
+                    "--attention-weight",
+                    "0.6",
+                ],
+                "add up to more than 1",
             ),
         ] {
             let mut argv = vec!["--in", input.as_str(), "--out", out, "--quiet"];

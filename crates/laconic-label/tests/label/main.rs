@@ -1,6 +1,8 @@
 //! Integration tests of the labeler, on the real datasets in `data/`, hand-written R1-style
-//! text (marked as such), and the tiny fixture model of `laconic-infer`.
+//! text (marked as such), and the tiny fixture model of `laconic-infer` (surprisal and
+//! attention scorers).
 
+mod attention_scorer;
 mod bad_input;
 mod compression;
 mod invariants;
