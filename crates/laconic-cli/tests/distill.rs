@@ -252,9 +252,10 @@ fn write_problems(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-fn distill(problems: &Path, teacher: &str, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_laconic"))
-        .args(["distill", "--problems"])
+/// `laconic distill` as every test runs it: 3 samples, all correct ones kept, 24 tokens.
+fn distill_command(problems: &Path, teacher: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_laconic"));
+    c.args(["distill", "--problems"])
         .arg(format!("gsm8k:{}", problems.display()))
         .args([
             "--teacher",
@@ -274,7 +275,12 @@ fn distill(problems: &Path, teacher: &str, out: &Path, extra: &[&str]) -> Output
         ])
         .arg("--out")
         .arg(out)
-        .args(extra)
+        .args(extra);
+    c
+}
+
+fn distill(problems: &Path, teacher: &str, out: &Path, extra: &[&str]) -> Output {
+    distill_command(problems, teacher, out, extra)
         .output()
         .expect("run laconic distill")
 }
@@ -512,28 +518,7 @@ fn a_run_killed_mid_write_resumes_with_nothing_lost_or_duplicated() {
     let out = dir.path().join("out.jsonl");
     let mut samples = PathBuf::from(&out);
     samples.as_mut_os_string().push(".samples.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_laconic"))
-        .args(["distill", "--problems"])
-        .arg(format!("gsm8k:{}", problems.display()))
-        .args([
-            "--teacher",
-            &slow.url(),
-            "--samples",
-            "3",
-            "--select",
-            "all-correct",
-        ])
-        .args([
-            "--max-tokens",
-            "24",
-            "--temperature",
-            "0.9",
-            "--quiet",
-            "--concurrency",
-            "1",
-        ])
-        .arg("--out")
-        .arg(&out)
+    let mut child = distill_command(&problems, &slow.url(), &out, &["--concurrency", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

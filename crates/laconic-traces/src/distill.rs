@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -354,25 +354,21 @@ fn to_trace(
 /// Appends serialized lines and makes them durable; a file that ends mid-line (a complete
 /// last line without its newline) gets the newline first.
 fn append_lines(file: &mut File, path: &Path, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
     let err = |source| TraceError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let len = file.metadata().map_err(err)?.len();
     let mut buf = String::new();
-    if len > 0 {
-        file.seek(SeekFrom::End(-1)).map_err(err)?;
-        let mut last = [0u8];
-        file.read_exact(&mut last).map_err(err)?;
-        if last[0] != b'\n' {
-            buf.push('\n');
-        }
+    if crate::schema::ends_mid_line(file).map_err(err)? {
+        buf.push('\n');
     }
     for l in lines {
         buf.push_str(l);
         buf.push('\n');
     }
-    file.seek(SeekFrom::End(0)).map_err(err)?;
     file.write_all(buf.as_bytes()).map_err(err)?;
     file.sync_data().map_err(err)
 }

@@ -280,7 +280,7 @@ pub fn append_trace(file: &mut File, trace: &Trace) -> Result<()> {
 
 /// Whether a non-empty file's last byte is not a newline. A handle that cannot be read (opened
 /// write-only) reports `false`. The position is left at the end of the file.
-fn ends_mid_line(file: &mut File) -> std::io::Result<bool> {
+pub(crate) fn ends_mid_line(file: &mut File) -> std::io::Result<bool> {
     if file.metadata()?.len() == 0 {
         return Ok(false);
     }

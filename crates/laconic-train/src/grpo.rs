@@ -202,22 +202,9 @@ pub struct LossStats {
 
 /// The per-token log-probability of each batch target under `model` (`[b, s]`; the reference
 /// with `base_only`).
-fn target_logprobs(model: &Model, batch: &crate::data::Batch, base_only: bool) -> Tensor<2> {
-    use burn::tensor::activation::log_softmax;
-    use laconic_infer::model::{ForwardOptions, Logits};
-    let mut cache = model.new_cache();
-    let opts = ForwardOptions {
-        logits: Logits::All,
-        base_only,
-        ..Default::default()
-    };
-    let logits = model
-        .forward(batch.inputs.clone(), &mut cache, opts)
-        .logits
-        .expect("Logits::All always returns logits");
-    log_softmax(logits, 2)
-        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
-        .squeeze_dim(2)
+fn policy_logprobs(model: &Model, batch: &crate::data::Batch, base_only: bool) -> Tensor<2> {
+    let logits = crate::trainer::forward_logits_with(model, batch, false, base_only);
+    crate::trainer::target_logprobs(logits, batch)
 }
 
 /// The GRPO loss of a set of rollouts (one policy step per rollout, so the sampling policy is
@@ -258,7 +245,7 @@ pub fn loss(
     let b = examples.len();
     let batch = crate::data::CausalBatcher.batch(examples, &device);
     let tokens = batch.target_tokens;
-    let logp = target_logprobs(model, &batch, false);
+    let logp = policy_logprobs(model, &batch, false);
     let ratio = logp.clone().sub(logp.clone().detach()).exp();
     let adv = Tensor::<2>::from_data(TensorData::new(advantages, [b, 1]), &device);
     let unclipped = ratio.clone().mul(adv.clone());
@@ -266,7 +253,7 @@ pub fn loss(
     let mut per_token = unclipped.min_pair(clipped).neg();
     let mut stats = LossStats { tokens, kl: 0.0 };
     if config.kl > 0.0 {
-        let reference = target_logprobs(model, &batch, true).detach();
+        let reference = policy_logprobs(model, &batch, true).detach();
         let diff = reference.sub(logp);
         let kl = diff.clone().exp().sub(diff).sub_scalar(1.0);
         stats.kl = kl
@@ -304,21 +291,34 @@ pub struct StepStats {
 /// The problems of step `step`: `per_step` of them, walking through `n` problems in an order
 /// shuffled per epoch by a stable hash of `seed` (so a resumed run takes the same ones).
 pub fn step_problems(n: usize, per_step: usize, step: usize, seed: u64) -> Vec<(usize, u64)> {
-    let hash = |epoch: u64, i: u64| {
-        let mut z = seed
-            ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ i.wrapping_mul(0xd6e8_feb8_6659_fd93);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    if n == 0 {
+        return Vec::new();
+    }
+    let order = |epoch: u64| {
+        let key = |i: usize| {
+            crate::reward::mix64(
+                seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    ^ (i as u64).wrapping_mul(0xd6e8_feb8_6659_fd93),
+            )
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_cached_key(|&i| key(i));
+        order
     };
+    // A step spans at most two epochs: shuffle each once, not once per prompt.
+    let mut orders: Vec<(u64, Vec<usize>)> = Vec::new();
     (0..per_step)
         .map(|j| {
             let global = (step * per_step + j) as u64;
             let (epoch, pos) = (global / n as u64, (global % n as u64) as usize);
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by_key(|&i| hash(epoch, i as u64));
-            (order[pos], epoch)
+            if !orders.iter().any(|(e, _)| *e == epoch) {
+                orders.push((epoch, order(epoch)));
+            }
+            let shuffled = orders
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .map_or(&[][..], |(_, o)| o.as_slice());
+            (shuffled[pos], epoch)
         })
         .collect()
 }

@@ -131,15 +131,19 @@ impl BudgetBuckets {
     /// The budget of prompt `index` in epoch `epoch` under `seed`: a stable hash, so a resumed
     /// run draws the same budgets, and every bucket is drawn about equally often.
     pub fn draw(&self, seed: u64, epoch: u64, index: u64) -> usize {
-        let mut z = seed
+        let z = seed
             .wrapping_add(epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15))
             .wrapping_add(index.wrapping_mul(0xbf58_476d_1ce4_e5b9));
-        // SplitMix64's finaliser.
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        self.0[(z % self.0.len() as u64) as usize]
+        self.0[(mix64(z) % self.0.len() as u64) as usize]
     }
+}
+
+/// SplitMix64's finaliser: the stable hash behind every seeded choice of a run (dropout seeds,
+/// problem order, budgets), so that a resumed run makes the same choices.
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -101,10 +101,22 @@ pub fn load_for_training(recipe: &Recipe) -> Result<LoadedModel> {
 
 /// Logits `[b, s, vocab]` of a batch's inputs.
 pub fn forward_logits(model: &Model, batch: &crate::data::Batch, training: bool) -> Tensor<3> {
+    forward_logits_with(model, batch, training, false)
+}
+
+/// [`forward_logits`], optionally with every LoRA adapter switched off (`base_only`: the
+/// frozen reference of RL and distillation).
+pub fn forward_logits_with(
+    model: &Model,
+    batch: &crate::data::Batch,
+    training: bool,
+    base_only: bool,
+) -> Tensor<3> {
     let mut cache = model.new_cache();
     let opts = ForwardOptions {
         logits: Logits::All,
         training,
+        base_only,
         ..Default::default()
     };
     model
@@ -113,12 +125,19 @@ pub fn forward_logits(model: &Model, batch: &crate::data::Batch, training: bool)
         .expect("Logits::All always returns logits")
 }
 
+/// The log-probability of each batch target, `[b, s]` (padding included; mask it).
+pub fn target_logprobs(logits: Tensor<3>, batch: &crate::data::Batch) -> Tensor<2> {
+    log_softmax(logits, 2)
+        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
+        .squeeze_dim(2)
+}
+
 /// Cross-entropy summed over a batch's completion tokens.
 pub fn cross_entropy_sum(logits: Tensor<3>, batch: &crate::data::Batch) -> Tensor<1> {
-    let picked: Tensor<2> = log_softmax(logits, 2)
-        .gather(2, batch.targets.clone().unsqueeze_dim::<3>(2))
-        .squeeze_dim(2);
-    picked.mul(batch.mask.clone()).sum().neg()
+    target_logprobs(logits, batch)
+        .mul(batch.mask.clone())
+        .sum()
+        .neg()
 }
 
 /// Cross-entropy of a batch on its completion tokens, summed and divided by `denom`.
@@ -196,12 +215,8 @@ static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Mixes the seed with a step and micro-batch into the seed of that micro-batch's dropout.
 fn micro_seed(seed: u64, step: usize, micro: usize) -> u64 {
-    let mut x = seed ^ ((step as u64) << 20) ^ micro as u64;
-    // splitmix64 finalizer
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    let x = seed ^ ((step as u64) << 20) ^ micro as u64;
+    crate::reward::mix64(x.wrapping_add(0x9E37_79B9_7F4A_7C15))
 }
 
 fn load_traces(spec: &str) -> Result<Vec<Trace>> {
@@ -354,9 +369,13 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     while state.step < stop_at {
         let step = state.step;
         let lr = learning_rate(step, total, o.lr, o.warmup_steps, o.min_lr_ratio);
-        let micro: Vec<Vec<Example>> = (0..recipe.train.grad_accum)
-            .map(|k| data.micro_batch(state.micro_batches + k))
-            .collect();
+        // GRPO draws its own problems; the supervised batches are for the other methods.
+        let micro: Vec<Vec<Example>> = match recipe.grpo {
+            Some(_) => Vec::new(),
+            None => (0..recipe.train.grad_accum)
+                .map(|k| data.micro_batch(state.micro_batches + k))
+                .collect(),
+        };
         let denom: usize = micro.iter().flatten().map(Example::target_tokens).sum();
         let mut acc = GradientsAccumulator::<Model>::new();
         let mut loss = 0.0;
@@ -385,11 +404,6 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
             acc.accumulate(&model, grads);
             grpo_stats = Some(st);
         }
-        let micro = if recipe.grpo.is_some() {
-            Vec::new()
-        } else {
-            micro
-        };
         for (k, items) in micro.into_iter().enumerate() {
             let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
