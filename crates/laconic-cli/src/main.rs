@@ -2,6 +2,7 @@
 
 mod commands;
 mod device;
+mod pipeline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +141,12 @@ enum Command {
   laconic distill --problems gsm8k:data/gsm8k/test.jsonl --teacher local:checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --samples 2 --limit 10 --out smol.jsonl
   laconic distill --problems gsm8k:data/gsm8k/train.jsonl --teacher file:jsonl:r1-dump.jsonl --select all-correct --out kept.jsonl")]
     Distill(commands::distill::DistillArgs),
+    /// Run the whole concise-reasoning pipeline: distill, label, three students, export, evaluate, results table.
+    #[command(after_help = "Examples:
+  laconic run recipes/quickstart.toml               # the quickstart (SmolLM2-135M, procedural teacher)
+  laconic run recipes/quickstart.toml --size tiny   # the same pipeline on a fixture model, in minutes
+  (re-running skips finished stages and continues an interrupted one; results in RUN/results.md)")]
+    Run(commands::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -159,6 +166,7 @@ fn main() -> ExitCode {
         Command::Grade(a) => commands::grade::run(a),
         Command::TeacherLogits(a) => commands::teacher_logits::run(a),
         Command::Distill(a) => commands::distill::run(a),
+        Command::Run(a) => commands::run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

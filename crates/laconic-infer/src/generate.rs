@@ -230,6 +230,10 @@ pub struct Generation {
     pub decode_seconds: f64,
     /// Reasoning tokens, when budget forcing was on (0 otherwise).
     pub think_tokens: usize,
+    /// Most entries the KV cache held (in its largest layer, per KV head) between steps.
+    pub peak_cache_entries: usize,
+    /// Most bytes the KV cache held (keys and values, every layer) between steps.
+    pub peak_cache_bytes: usize,
 }
 
 /// `ln Σ exp(x)` over a row of logits whose maximum is `max`, in f64.
@@ -293,6 +297,7 @@ pub fn generate(
     let mut sampler = Sampler::new(config.sampling.clone());
     let t0 = std::time::Instant::now();
     let mut logits = step(model, prompt, cache, policy.as_mut(), &device);
+    let mut peak = (cache.len(), cache.bytes());
     let mut prefill_seconds = 0.0;
     let mut tokens: Vec<u32> = Vec::new();
     let mut emitted = 0usize;
@@ -314,6 +319,7 @@ pub fn generate(
         holdback.push(t.end.clone());
     }
     while tokens.len() < budget {
+        peak = (peak.0.max(cache.len()), peak.1.max(cache.bytes()));
         let Some(l) = logits.take() else { break };
         let next = sampler.sample(&logits_row(l)?);
         if tokens.is_empty() {
@@ -405,6 +411,8 @@ pub fn generate(
         prefill_seconds,
         decode_seconds: total - prefill_seconds,
         think_tokens,
+        peak_cache_entries: peak.0.max(cache.len()),
+        peak_cache_bytes: peak.1.max(cache.bytes()),
     })
 }
 

@@ -210,6 +210,7 @@ pub fn generate_samples(
     let first = logits_row(first)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
     cache.repeat_batch(n);
+    let mut peak = (cache.len(), cache.bytes());
     let mut seqs: Vec<Seq> = (0..n)
         .map(|i| Seq {
             sampler: Sampler::new(SamplingConfig {
@@ -291,6 +292,7 @@ pub fn generate_samples(
         };
         let out = model.forward(input, &mut cache, opts);
         crate::policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
+        peak = (peak.0.max(cache.len()), peak.1.max(cache.bytes()));
         let logits = out
             .logits
             .ok_or_else(|| InferError::TensorData("no logits".into()))?;
@@ -334,6 +336,8 @@ pub fn generate_samples(
                     prefill_seconds,
                     decode_seconds: total - prefill_seconds,
                     think_tokens: s.think_tokens,
+                    peak_cache_entries: peak.0,
+                    peak_cache_bytes: peak.1 / n.max(1),
                 },
             })
         })
@@ -381,6 +385,8 @@ mod tests {
                 prefill_seconds: 0.0,
                 decode_seconds: 0.0,
                 think_tokens: 0,
+                peak_cache_entries: 0,
+                peak_cache_bytes: 0,
             },
             mean_logprob: lp,
             answer: answer.map(str::to_string),

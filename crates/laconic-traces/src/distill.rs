@@ -460,6 +460,10 @@ pub fn distill(
     if config.samples == 0 {
         return Err(fail("--samples must be at least 1".into()));
     }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
     if let Some(p) = problems.iter().find(|p| p.gold.is_none()) {
         return Err(fail(format!(
             "problem `{}` has no gold answer to grade against",

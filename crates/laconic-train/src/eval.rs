@@ -30,6 +30,21 @@ pub struct EvalSummary {
     pub unextracted: usize,
     /// Mean generated tokens per problem.
     pub mean_completion_tokens: f64,
+    /// Mean tokens the length budget counts per problem: every generated token but a final
+    /// stop token (GRPO's definition).
+    #[serde(default)]
+    pub mean_reasoning_tokens: f64,
+    /// Mean over problems of the most bytes the KV cache held while answering.
+    #[serde(default)]
+    pub mean_peak_kv_bytes: f64,
+    /// Mean over problems of the most entries (per layer and KV head) the cache held.
+    #[serde(default)]
+    pub mean_peak_kv_entries: f64,
+    /// Decode speed of one sequence: generated tokens over decode seconds, summed over
+    /// problems (problems run side by side on the thread pool, so the machine's total
+    /// throughput is higher).
+    #[serde(default)]
+    pub decode_tok_s: f64,
 }
 
 /// What to evaluate and how to decode.
@@ -44,6 +59,9 @@ pub struct EvalConfig {
     /// Ask for this compression ratio (the control string a ratio-conditioned student
     /// learned; see `laconic_traces::schema::ratio_control`).
     pub ratio: Option<f64>,
+    /// Ask a budget-trained student for this reasoning budget in tokens (its control
+    /// string, `[budget N]`; see `laconic_traces::schema::budget_control`).
+    pub budget: Option<usize>,
 }
 
 /// Answers the first `config.limit` problems of `spec` greedily, grades them, and writes one
@@ -81,11 +99,17 @@ pub fn evaluate(
         b
     });
     let mut lines = Vec::with_capacity(problems.len());
-    let (mut correct, mut unextracted, mut tokens) = (0, 0, 0);
+    let (mut correct, mut unextracted, mut tokens, mut reasoning) = (0, 0, 0, 0);
+    let (mut peak_bytes, mut peak_entries, mut decode_tokens, mut decode_seconds) =
+        (0usize, 0usize, 0usize, 0.0f64);
+    let stops = gen_config.stop_tokens.clone();
     let mut prompts = Vec::with_capacity(problems.len());
     for p in problems.iter_mut() {
         if config.ratio.is_some() {
             p.ratio = config.ratio;
+        }
+        if config.budget.is_some() {
+            *p = crate::grpo::with_budget(p, config.budget);
         }
         prompts.push(formatter.prompt_ids(p)?);
     }
@@ -109,10 +133,20 @@ pub fn evaluate(
         correct += usize::from(graded.correct);
         unextracted += usize::from(graded.extracted.is_none());
         tokens += g.tokens.len();
+        let ends_in_stop = g.tokens.last().is_some_and(|t| stops.contains(t));
+        let reasoning_tokens = g.tokens.len() - usize::from(ends_in_stop);
+        reasoning += reasoning_tokens;
+        peak_bytes += g.peak_cache_bytes;
+        peak_entries += g.peak_cache_entries;
+        decode_tokens += g.tokens.len().saturating_sub(1);
+        decode_seconds += g.decode_seconds;
         lines.push(json!({
             "id": p.id, "question": p.question, "output": g.text,
             "extracted": graded.extracted, "gold": graded.gold.unwrap_or(gold),
             "correct": graded.correct, "completion_tokens": g.tokens.len(),
+            "reasoning_tokens": reasoning_tokens, "prompt_tokens": g.prompt_tokens,
+            "peak_kv_bytes": g.peak_cache_bytes, "peak_kv_entries": g.peak_cache_entries,
+            "decode_seconds": g.decode_seconds,
         }));
     }
     if let Some(b) = &bar {
@@ -133,5 +167,13 @@ pub fn evaluate(
         accuracy: correct as f64 / n.max(1) as f64,
         unextracted,
         mean_completion_tokens: tokens as f64 / n.max(1) as f64,
+        mean_reasoning_tokens: reasoning as f64 / n.max(1) as f64,
+        mean_peak_kv_bytes: peak_bytes as f64 / n.max(1) as f64,
+        mean_peak_kv_entries: peak_entries as f64 / n.max(1) as f64,
+        decode_tok_s: if decode_seconds > 0.0 {
+            decode_tokens as f64 / decode_seconds
+        } else {
+            0.0
+        },
     })
 }

@@ -18,6 +18,7 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod recipe;
+pub mod results;
 pub mod reward;
 pub mod trainer;
 

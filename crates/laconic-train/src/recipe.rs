@@ -178,6 +178,11 @@ pub struct DataSection {
     /// A system message for every example that has none.
     #[serde(default)]
     pub system: Option<String>,
+    /// A compression ratio for every example that has none: its control string
+    /// (`[compress R]`) goes into the prompt, e.g. to keep a ratio-conditioned student in its
+    /// concise mode while GRPO trains it.
+    #[serde(default)]
+    pub ratio: Option<f64>,
 }
 
 fn default_valid_size() -> usize {
@@ -463,6 +468,9 @@ impl Recipe {
                     .into(),
             );
         }
+        if let Some(r) = self.data.ratio.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
+            return Err(format!("data.ratio = {r}: must be in (0, 1]"));
+        }
         match (self.method, &self.grpo) {
             (Method::Grpo, None) => {
                 return Err("method = \"grpo\" needs a [grpo] section".into());
@@ -597,7 +605,8 @@ pub const LORA_TARGETS: &[&str] = &[
 ];
 
 /// The TOML error as one readable message: line, the key, what was wrong.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+/// A TOML parse error as `line N: message`, for errors that name the key and line.
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
         Some(span) => {

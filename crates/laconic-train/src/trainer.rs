@@ -270,6 +270,12 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     if let Some(limit) = recipe.data.limit {
         train_traces.truncate(limit);
     }
+    let (mut train_traces, mut valid_traces) = (train_traces, valid_traces);
+    if let Some(r) = recipe.data.ratio {
+        for t in train_traces.iter_mut().chain(valid_traces.iter_mut()) {
+            t.ratio = t.ratio.or(Some(r));
+        }
+    }
     let train_ex = tokenize(&formatter, &train_traces, recipe.data.max_seq_len)?;
     let valid_ex = tokenize(&formatter, &valid_traces, recipe.data.max_seq_len)?;
     if train_ex.examples.is_empty() {
@@ -551,6 +557,7 @@ fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
         max_new_tokens: e.max_new_tokens,
         kv_policy: laconic_infer::policy::KvPolicyConfig::Full,
         ratio: None,
+        budget: None,
     }
 }
 

@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// string, e.g. `[compress 0.5]`, to every question).
     #[arg(long)]
     ratio: Option<f64>,
+    /// Ask a budget-trained student (GRPO with a length budget) to reason in about N tokens
+    /// (appends its control string, `[budget N]`, to every question).
+    #[arg(long)]
+    budget: Option<usize>,
     /// A system message for every prompt.
     #[arg(long)]
     system: Option<String>,
@@ -72,7 +76,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         kv_policy: args.kv.config()?,
         ratio: args.ratio,
+        budget: args.budget,
     };
+    if args.budget == Some(0) {
+        anyhow::bail!("--budget must be at least 1 token");
+    }
     let s = evaluate(
         &m.model,
         &formatter,
