@@ -196,3 +196,63 @@ fn a_bad_pipeline_file_is_an_error_that_names_it() {
         stderr(&o)
     );
 }
+
+#[test]
+fn every_shipped_pipeline_checks_out_in_a_dry_run() {
+    for file in [
+        "recipes/quickstart.toml",
+        "recipes/smollm2-135m-gsm8k-concise.toml",
+        "recipes/qwen2.5-1.5b-gsm8k-concise.toml",
+        "recipes/qwen2.5-7b-concise.toml",
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("run");
+        let o = laconic(&[
+            "run",
+            file,
+            "--dry-run",
+            "--run-dir",
+            run.to_str().expect("utf-8"),
+        ]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{file}:\n{err}");
+        assert_eq!(err.matches("\n  laconic ").count(), 15, "{file}:\n{err}");
+        assert!(
+            err.contains("--quantize q8_0") && err.contains("--kv-policy rkv"),
+            "{err}"
+        );
+        // The students' recipes are written and read back as recipes.
+        for student in ["a-full", "b-compressed", "c-grpo"] {
+            let recipe = run.join("recipes").join(format!("{student}.toml"));
+            laconic_train::Recipe::load(&recipe)
+                .unwrap_or_else(|e| panic!("{file}: {}: {e}", recipe.display()));
+        }
+        // Nothing ran.
+        assert!(!run.join("distill").exists() && !run.join("results.json").exists());
+    }
+}
+
+#[test]
+fn the_gsm8k_pipeline_holds_together_on_real_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    let o = laconic(&[
+        "run",
+        "recipes/smollm2-135m-gsm8k-concise.toml",
+        "--size",
+        "tiny",
+        "--run-dir",
+        run.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let traces =
+        laconic_traces::schema::read_traces(&run.join("distill/traces.jsonl")).expect("traces");
+    assert_eq!(traces.len(), 12);
+    assert!(traces[0].id.starts_with("gsm8k/train/0"));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
+    )
+    .expect("a JSON list");
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["n"] == 6));
+}

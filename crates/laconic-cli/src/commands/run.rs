@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Write the run here instead of the pipeline's run directory.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Check the file and print the stages' commands without running them (the students'
+    /// recipes are still written and validated; the model need not exist yet).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// A student: its name, its recipe, and how it is asked at evaluation.
@@ -68,7 +72,7 @@ fn students(p: &Pipeline, run: &Path) -> Result<Vec<Student>> {
         run_dir: Some(run.join("students").join(name)),
         model: ModelSection {
             path: p.model.clone(),
-            device: "flex".into(),
+            device: p.device.clone(),
         },
         data: DataSection {
             train,
@@ -233,7 +237,7 @@ fn mean_entries(path: &Path) -> Result<f64> {
 pub fn run(args: RunArgs) -> Result<()> {
     let p = Pipeline::load(&args.pipeline, args.size.as_deref())?;
     let run = args.run_dir.clone().unwrap_or_else(|| p.run_dir());
-    if !p.model.exists() {
+    if !p.model.exists() && !args.dry_run {
         bail!(
             "model {}: no such file or directory (scripts/setup.sh --model fetches SmolLM2)",
             p.model.display()
@@ -259,7 +263,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             .unwrap_or_default(),
         run.display()
     );
-    let mut runner = Runner::new(&run, total)?;
+    let mut runner = Runner::new(&run, total, args.dry_run)?;
     let mut timings: Vec<(String, f64, bool)> = Vec::new();
     let mut go = |runner: &mut Runner, stage: Stage| -> Result<String> {
         let o = runner.run(&stage)?;
@@ -293,6 +297,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(t) = d.max_tokens {
         dargs.extend([s("--max-tokens"), s(t)]);
+    }
+    if let Some(n) = d.limit {
+        dargs.extend([s("--limit"), s(n)]);
     }
     go(
         &mut runner,
@@ -409,6 +416,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             s("--out"),
             path_arg(out),
         ];
+        if p.device != "flex" {
+            a.extend([s("--device"), p.device.clone()]);
+        }
         if let Some(n) = e.limit {
             a.extend([s("--limit"), s(n)]);
         }
@@ -465,8 +475,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     for (st, gguf) in students.iter().zip(&ggufs) {
         eval_stage(&mut runner, st.name, gguf, st.ratio, st.budget, None)?;
         let full_out = eval_dir.join(format!("{}.full.jsonl", st.name));
-        let kb = pruned_budget(&e.kv_policy, mean_entries(&full_out)?, e.kv_fraction);
+        let kb = if args.dry_run {
+            0 // sized from the full-cache evaluation when it has run
+        } else {
+            pruned_budget(&e.kv_policy, mean_entries(&full_out)?, e.kv_fraction)
+        };
         eval_stage(&mut runner, st.name, gguf, st.ratio, st.budget, Some(kb))?;
+    }
+
+    if args.dry_run {
+        eprintln!(
+            "dry run: nothing was run (the students' recipes are in {})",
+            run.join("recipes").display()
+        );
+        return Ok(());
     }
 
     // 6. The results.

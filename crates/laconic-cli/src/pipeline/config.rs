@@ -19,6 +19,10 @@ pub struct Pipeline {
     pub run_dir: Option<PathBuf>,
     /// The student's base model (GGUF or Hugging Face directory).
     pub model: PathBuf,
+    /// Compute device of training and evaluation: `flex` (CPU), `cuda`, `wgpu`, `tch` (each
+    /// GPU backend needs its cargo feature).
+    #[serde(default = "default_device")]
+    pub device: String,
     /// The system message of every training example and evaluation prompt.
     #[serde(default)]
     pub system: Option<String>,
@@ -67,6 +71,13 @@ pub struct DistillStage {
     /// Seed of the samples.
     #[serde(default)]
     pub seed: u64,
+    /// Distill only the first N problems.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+fn default_device() -> String {
+    "flex".into()
 }
 
 fn default_samples() -> usize {

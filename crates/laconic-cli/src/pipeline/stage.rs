@@ -56,6 +56,13 @@ pub fn shell_quote(a: &str) -> String {
     }
 }
 
+fn quoted(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// FNV-1a over the bytes of a file, or of every file under a directory in name order (names
 /// included).
 pub fn digest(path: &Path) -> Result<String> {
@@ -111,6 +118,8 @@ pub struct Runner {
     /// Stages in the plan (for `[i/n]`).
     total: usize,
     done: usize,
+    /// Print the commands, run nothing.
+    dry_run: bool,
 }
 
 /// How a stage ended.
@@ -123,8 +132,9 @@ pub struct Outcome {
 }
 
 impl Runner {
-    /// A runner for `total` stages writing markers under `run/stages`.
-    pub fn new(run: &Path, total: usize) -> Result<Self> {
+    /// A runner for `total` stages writing markers under `run/stages`; a dry run only prints
+    /// the commands.
+    pub fn new(run: &Path, total: usize, dry_run: bool) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the laconic executable")?;
         let markers = run.join("stages");
         std::fs::create_dir_all(&markers)
@@ -134,6 +144,7 @@ impl Runner {
             markers,
             total,
             done: 0,
+            dry_run,
         })
     }
 
@@ -158,6 +169,18 @@ impl Runner {
     pub fn run(&mut self, stage: &Stage) -> Result<Outcome> {
         self.done += 1;
         let head = format!("[{}/{}] {}", self.done, self.total, stage.title);
+        if self.dry_run {
+            eprintln!("{head}\n  laconic {}", quoted(&stage.args));
+            return Ok(Outcome {
+                marker: Marker {
+                    command: stage.args.clone(),
+                    inputs: Vec::new(),
+                    seconds: 0.0,
+                    stdout: String::new(),
+                },
+                skipped: true,
+            });
+        }
         for input in &stage.inputs {
             if !input.exists() {
                 bail!(
