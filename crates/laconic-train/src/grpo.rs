@@ -286,6 +286,8 @@ pub struct StepStats {
     pub kl: f64,
     /// Sampled tokens the loss averaged over.
     pub tokens: usize,
+    /// Seconds spent drawing the rollouts (prefill and batched decoding of every group).
+    pub rollout_seconds: f64,
 }
 
 /// The problems of step `step`: `per_step` of them, walking through `n` problems in an order
@@ -380,6 +382,7 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
         },
     };
     let mut rollouts = Vec::new();
+    let started = std::time::Instant::now();
     for (j, (index, epoch)) in step_problems(problems.len(), g.prompts_per_step, step, seed)
         .into_iter()
         .enumerate()
@@ -396,6 +399,7 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
             rollout_seed,
         )?);
     }
+    let rollout_seconds = started.elapsed().as_secs_f64();
     let (total, ls) = loss(
         model,
         &rollouts,
@@ -432,6 +436,7 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
             .collect(),
         kl: ls.kl,
         tokens: ls.tokens,
+        rollout_seconds,
     };
     Ok((total, stats))
 }
