@@ -185,6 +185,26 @@ fn a_bad_pipeline_file_is_an_error_that_names_it() {
         err.contains("bad.toml") && err.contains("budget bucket of 0"),
         "{err}"
     );
+    // A reward (grader) that is not defined: refused before any stage runs.
+    std::fs::write(
+        &bad,
+        text.replace("grader = \"gsm8k\"", "grader = \"bleu\""),
+    )
+    .expect("w");
+    let run = dir.path().join("run");
+    let o = laconic(&[
+        "run",
+        bad.to_str().expect("utf-8"),
+        "--run-dir",
+        run.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("c-grpo") && err.contains("grpo.grader"),
+        "{err}"
+    );
+    assert!(!run.join("distill").exists(), "nothing ran");
     let o = laconic(&["run", "recipes/quickstart.toml", "--size", "huge"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no size 'huge'"), "{}", stderr(&o));
