@@ -112,6 +112,18 @@ fn the_tiny_pipeline_runs_to_its_results_table_and_resumes() {
             "{student}: rkv {rb} vs full {fb}"
         );
     }
+    // Every evaluated answer says why it ended (the tiny model runs into its 16-token cap).
+    let eval = std::fs::read_to_string(run.join("eval/a-full.full.jsonl")).expect("eval file");
+    for line in eval.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let why = v["finish_reason"].as_str().expect("finish_reason");
+        let tokens = v["completion_tokens"].as_u64().expect("tokens");
+        // A cut at the cap used all 16 tokens; an answer shorter than that stopped by itself.
+        assert!(
+            (why == "length" && tokens == 16) || (why == "stop" && tokens <= 16),
+            "{v}"
+        );
+    }
     let md = std::fs::read_to_string(run.join("results.md")).expect("results.md");
     assert!(
         md.contains("| a-full | full |") && md.contains("McNemar"),

@@ -147,6 +147,10 @@ pub fn evaluate(
             "reasoning_tokens": reasoning_tokens, "prompt_tokens": g.prompt_tokens,
             "peak_kv_bytes": g.peak_cache_bytes, "peak_kv_entries": g.peak_cache_entries,
             "decode_seconds": g.decode_seconds,
+            "finish_reason": match g.finish_reason {
+                laconic_infer::generate::FinishReason::Length => "length",
+                _ => "stop",
+            },
         }));
     }
     if let Some(b) = &bar {
