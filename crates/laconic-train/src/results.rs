@@ -21,6 +21,8 @@ pub struct EvalLine {
     pub reasoning_tokens: usize,
     /// Most bytes the KV cache held while answering.
     pub peak_kv_bytes: usize,
+    /// Most entries (per layer and KV head) the cache held while answering.
+    pub peak_kv_entries: usize,
     /// Generated tokens.
     pub completion_tokens: usize,
     /// Seconds spent decoding after the first token.
@@ -412,6 +414,7 @@ mod tests {
             correct,
             reasoning_tokens: tokens,
             peak_kv_bytes: 1000 + tokens,
+            peak_kv_entries: 10 + tokens,
             completion_tokens: tokens + 1,
             decode_seconds: tokens as f64 / 50.0,
         }

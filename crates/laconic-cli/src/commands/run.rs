@@ -60,7 +60,7 @@ fn spec_file(spec: &str) -> Result<Option<PathBuf>> {
     Ok((!p.as_os_str().is_empty()).then_some(p))
 }
 
-fn students(p: &Pipeline, run: &Path) -> Result<Vec<Student>> {
+fn students(p: &Pipeline, run: &Path) -> Vec<Student> {
     let sft_method = if p.sft.lora.is_some() {
         Method::Lora
     } else {
@@ -112,7 +112,7 @@ fn students(p: &Pipeline, run: &Path) -> Result<Vec<Student>> {
     c.optim = p.grpo.optim.clone();
     c.train = p.grpo.train.clone();
     c.grpo = Some(p.grpo.settings.clone());
-    Ok(vec![
+    vec![
         Student {
             name: "a-full",
             recipe: a,
@@ -131,7 +131,7 @@ fn students(p: &Pipeline, run: &Path) -> Result<Vec<Student>> {
             ratio: p.eval.ratio,
             budget: p.eval.budget,
         },
-    ])
+    ]
 }
 
 /// Writes a student's recipe into the run (validated the way `laconic train` will read it).
@@ -211,26 +211,11 @@ fn pruned_budget(policy: &str, full_entries: f64, fraction: f64) -> usize {
 }
 
 fn mean_entries(path: &Path) -> Result<f64> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut sum = 0.0;
-    let mut n = 0usize;
-    for (i, l) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(l)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        sum += v["peak_kv_entries"]
-            .as_f64()
-            .with_context(|| format!("{}:{}: no peak_kv_entries", path.display(), i + 1))?;
-        n += 1;
-    }
-    if n == 0 {
+    let lines = results::read_eval(path)?;
+    if lines.is_empty() {
         bail!("{}: no evaluated problems", path.display());
     }
-    Ok(sum / n as f64)
+    Ok(lines.iter().map(|l| l.peak_kv_entries as f64).sum::<f64>() / lines.len() as f64)
 }
 
 /// Runs `laconic run`.
@@ -246,7 +231,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     std::fs::create_dir_all(run.join("recipes"))
         .with_context(|| format!("creating {}", run.display()))?;
     let started = std::time::Instant::now();
-    let students = students(&p, &run)?;
+    let students = students(&p, &run);
     // Validate every recipe before any work starts.
     let recipes: Vec<PathBuf> = students
         .iter()
