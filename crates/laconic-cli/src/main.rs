@@ -125,6 +125,12 @@ enum Command {
   laconic label --in gsm8k:data/gsm8k/train.jsonl --scorer rules --ratios 0.5,0.7,0.9 --out checkpoints/gsm8k-train-labeled.jsonl --report checkpoints/gsm8k-train-label-report.json --variants-out checkpoints/gsm8k-train-compressed.jsonl
   laconic label --in traces.jsonl --scorer checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --ratios 0.6 --out labeled.jsonl --limit 100")]
     Label(commands::label::LabelArgs),
+    /// Train the labeler's learned token classifier (a linear head on a model's hidden states) on a labeled file or on user-supplied compressions.
+    #[command(after_help = "Examples:
+  laconic label-classifier --labels checkpoints/gsm8k-train-labeled.jsonl --ratio 0.5 --encoder checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --out checkpoints/gsm8k-classifier.safetensors --limit 500
+  laconic label-classifier --pairs my-compressions.jsonl --encoder checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --out mine.safetensors
+  (then: laconic label --scorer checkpoints/SmolLM2-135M-Instruct.Q4_1.gguf --scorer-kind classifier --classifier checkpoints/gsm8k-classifier.safetensors ...)")]
+    LabelClassifier(commands::label_classifier::LabelClassifierArgs),
     /// Grade outputs that already exist (JSONL lines with `output` and `gold`).
     #[command(after_help = "Example:
   laconic grade --dataset gsm8k --in outputs.jsonl --out graded.jsonl")]
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Label(a) => commands::label::run(a),
+        Command::LabelClassifier(a) => commands::label_classifier::run(a),
         Command::Grade(a) => commands::grade::run(a),
         Command::TeacherLogits(a) => commands::teacher_logits::run(a),
         Command::Distill(a) => commands::distill::run(a),

@@ -52,8 +52,18 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 #[test]
 fn help_has_examples() {
     for sub in [
-        "generate", "score", "inspect", "bench", "kv-eval", "train", "eval", "grade", "serve",
+        "generate",
+        "score",
+        "inspect",
+        "bench",
+        "kv-eval",
+        "train",
+        "eval",
+        "grade",
+        "serve",
         "distill",
+        "label",
+        "label-classifier",
     ] {
         let o = laconic(&[sub, "--help"]);
         assert!(o.status.success());
@@ -389,4 +399,160 @@ fn budget_appends_its_control_string_to_the_question() {
         "the control string changed nothing"
     );
     assert_clean_failure(&run(&["--budget", "0"], "What is 2 + 2?"), "--budget");
+}
+
+/// GSM8K test solutions as (question, reasoning) pairs, the `#### n` line left out.
+fn gsm8k_solutions(n: usize) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gsm8k/test.jsonl");
+    std::fs::read_to_string(&path)
+        .expect("GSM8K test set")
+        .lines()
+        .take(n)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            let answer = v["answer"].as_str().expect("answer");
+            let reasoning = answer.split("\n####").next().expect("reasoning");
+            (
+                v["question"].as_str().expect("question").to_string(),
+                reasoning.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn label_classifier_learns_from_user_pairs_and_the_labeler_uses_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // User-supplied compressions (made here by dropping a few function words), plus one line
+    // whose "compression" is unrelated text: skipped and counted.
+    let drop = [
+        "the", "a", "an", "of", "to", "and", "so", "is", "for", "in", "she", "he",
+    ];
+    let mut pairs = String::new();
+    for (q, r) in gsm8k_solutions(40) {
+        let compressed: Vec<&str> = r
+            .split_whitespace()
+            .filter(|w| {
+                !drop.contains(
+                    &w.to_lowercase()
+                        .trim_matches(|c: char| !c.is_alphanumeric()),
+                )
+            })
+            .collect();
+        let line =
+            serde_json::json!({"question": q, "reasoning": r, "compressed": compressed.join(" ")});
+        pairs.push_str(&format!("{line}\n"));
+    }
+    pairs.push_str(r#"{"question": "q", "reasoning": "Add 3 and 4 to get 7.", "compressed": "Multiply five by six, then halve it."}"#);
+    pairs.push('\n');
+    let pairs_path = dir.path().join("pairs.jsonl");
+    std::fs::write(&pairs_path, &pairs).expect("write");
+    let encoder = fixtures().join("llama");
+    let out = dir.path().join("classifier.safetensors");
+    let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+    let o = laconic(&[
+        "label-classifier",
+        "--pairs",
+        &p(&pairs_path),
+        "--encoder",
+        &p(&encoder),
+        "--out",
+        &p(&out),
+        "--epochs",
+        "20",
+        "--lr",
+        "0.01",
+        "--quiet",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("36 traces (4 held out, 1 skipped)"), "{err}");
+    assert!(err.contains("held out:") && err.contains("AUC"), "{err}");
+    assert!(out.exists());
+
+    let labeled = dir.path().join("labeled.jsonl");
+    let input = format!(
+        "gsm8k:{}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/gsm8k/test.jsonl")
+            .display()
+    );
+    let label = |extra: &[&str]| {
+        let mut args = vec![
+            "label".to_string(),
+            "--in".into(),
+            input.clone(),
+            "--scorer".into(),
+            p(&encoder),
+            "--ratios".into(),
+            "0.6".into(),
+            "--out".into(),
+            p(&labeled),
+            "--limit".into(),
+            "4".into(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        laconic(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = label(&["--scorer-kind", "classifier", "--classifier", &p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&labeled).expect("labeled");
+    assert_eq!(text.lines().count(), 4);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("json");
+        assert!(
+            v["scorer"]
+                .as_str()
+                .expect("scorer")
+                .starts_with("classifier+rules:")
+        );
+        assert_eq!(
+            v["classifier"].as_array().expect("classifier scores").len(),
+            v["tokens"].as_array().expect("tokens").len()
+        );
+        assert_eq!(v["variants"][0]["correct"], true);
+    }
+
+    // Bad input: each a clear error, nothing written.
+    std::fs::remove_file(&labeled).expect("rm");
+    assert_clean_failure(&label(&["--scorer-kind", "classifier"]), "go together");
+    let other = fixtures().join("qwen2");
+    let o = laconic(&[
+        "label",
+        "--in",
+        &input,
+        "--scorer",
+        &p(&other),
+        "--scorer-kind",
+        "classifier",
+        "--classifier",
+        &p(&out),
+        "--out",
+        &p(&labeled),
+        "--quiet",
+    ]);
+    assert_clean_failure(&o, "tokenizer");
+    assert!(!labeled.exists());
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{{\"question\": 1}}\n",
+            pairs.lines().next().expect("a line")
+        ),
+    )
+    .expect("write");
+    let o = laconic(&[
+        "label-classifier",
+        "--pairs",
+        &p(&bad),
+        "--encoder",
+        &p(&encoder),
+        "--out",
+        &p(&dir.path().join("never.safetensors")),
+        "--quiet",
+    ]);
+    assert_clean_failure(&o, "bad.jsonl:2");
+    assert!(!dir.path().join("never.safetensors").exists());
 }

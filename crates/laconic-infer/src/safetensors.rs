@@ -113,6 +113,31 @@ impl SafetensorsFile {
         })
     }
 
+    /// The header's `__metadata__` (string values; empty when there is none).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let Some(len) = self
+            .mmap
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+        else {
+            return HashMap::new();
+        };
+        let header: Option<HashMap<String, Value>> = self
+            .mmap
+            .get(8..8usize.saturating_add(len as usize))
+            .and_then(|h| serde_json::from_slice(h).ok());
+        header
+            .and_then(|mut h| h.remove("__metadata__"))
+            .and_then(|m| m.as_object().cloned())
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Names of the tensors in the file.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

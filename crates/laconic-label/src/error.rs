@@ -75,6 +75,15 @@ pub enum LabelError {
         /// What went wrong.
         message: String,
     },
+    /// A token-classifier file is unusable (not one, truncated, or trained on another
+    /// encoder), or has nothing to learn from.
+    #[error("{path}: {message}")]
+    Classifier {
+        /// The classifier file, or the labels file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Drawing the histogram, or rendering it to PNG, failed.
     #[error("drawing {path}: {message}")]
     Draw {

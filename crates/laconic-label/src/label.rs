@@ -26,6 +26,7 @@ use laconic_traces::{Grader, Trace};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{AttentionScorer, answer_attention};
+use crate::classifier::TokenClassifier;
 use crate::compress::{Unit, budget, render, select_within};
 use crate::error::{LabelError, Result};
 use crate::rules::{Reason, apply_redundancy, step_redundancy, word_scores};
@@ -50,6 +51,9 @@ pub struct LabelConfig {
     /// in `[0, 1]` (0.5 by default). With both model scores, when the two weights add up to
     /// more than 1 they are scaled down to add up to 1.
     pub attention_weight: f32,
+    /// With the classifier scorer: the weight of its rank against the rule score, in
+    /// `[0, 1]` (1 by default: the classifier learned from the scores it replaces).
+    pub classifier_weight: f32,
 }
 
 impl LabelConfig {
@@ -88,6 +92,7 @@ impl LabelConfig {
             ratios,
             surprisal_weight: 0.5,
             attention_weight: 0.5,
+            classifier_weight: 1.0,
         })
     }
 
@@ -129,6 +134,9 @@ pub enum Scorer {
     Attention(Box<AttentionScorer>),
     /// One model's surprisal and attention, both mixed with the rules.
     SurprisalAttention(Box<AttentionScorer>),
+    /// A learned token classifier's probability of keeping each token, mixed with the rules
+    /// ([`crate::classifier`]).
+    Classifier(Box<TokenClassifier>),
 }
 
 /// The labeler: a scorer, the unit the ratio is measured in, and the target ratios.
@@ -223,6 +231,10 @@ pub struct LabeledTrace {
     /// the attention scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Vec<f32>>,
+    /// Per token: the probability the learned classifier gives its being kept, with the
+    /// classifier scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<Vec<f32>>,
     /// Per token, `1` when it belongs to a protected word.
     pub protected: String,
     /// One compressed variant per target ratio, in the order given.
@@ -290,6 +302,20 @@ impl Labeler {
         }
     }
 
+    /// A labeler with a learned token classifier's probabilities mixed into the rules; ratios
+    /// and masks count its encoder's tokens.
+    pub fn classifier(classifier: TokenClassifier, config: LabelConfig) -> Self {
+        let tokenizer = (
+            classifier.tokenizer().clone(),
+            classifier.name().to_string(),
+        );
+        Self {
+            scorer: Scorer::Classifier(Box::new(classifier)),
+            tokenizer: Some(tokenizer),
+            config,
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LabelConfig {
         &self.config
@@ -304,6 +330,7 @@ impl Labeler {
             Scorer::SurprisalAttention(s) => {
                 format!("surprisal+attention{}+rules:{}", layers(s), s.name())
             }
+            Scorer::Classifier(c) => format!("classifier+rules:{}", c.name()),
         }
     }
 
@@ -342,6 +369,7 @@ impl Labeler {
         apply_redundancy(&mut scores, &step_of, &redundancy);
 
         // Tokens: the tokenizer's (aligned to words) or the words themselves.
+        let mut classifier = None;
         let (tokens, surprisal, attention) = match (&self.scorer, &self.tokenizer) {
             (Scorer::Surprisal(s), _) => {
                 let (t, sur) = s.surprisal(&trace.question, text).map_err(with_id)?;
@@ -352,6 +380,11 @@ impl Labeler {
                     .attention(&trace.question, text, &trace.answer)
                     .map_err(with_id)?;
                 (Some(t), None, Some(att))
+            }
+            (Scorer::Classifier(c), _) => {
+                let (t, probs) = c.scores(&trace.question, text).map_err(with_id)?;
+                classifier = Some(probs);
+                (Some(t), None, None)
             }
             (Scorer::SurprisalAttention(s), _) => {
                 let (t, sur) = s.surprisal(&trace.question, text).map_err(with_id)?;
@@ -378,25 +411,33 @@ impl Labeler {
         for w in word_of_token.iter().flatten() {
             cost[*w] += 1;
         }
-        // Model scores: per word, the sum over its tokens, ranked within the trace, mixed
-        // with the rules by weight (weights adding up to more than 1 are scaled to 1).
-        let model_scores: Vec<(&Vec<f32>, f32)> = [
-            (surprisal.as_ref(), self.config.surprisal_weight),
-            (attention.as_ref(), self.config.attention_weight),
+        // Model scores: per word, the sum over its tokens (the mean for the classifier's
+        // probabilities), ranked within the trace, mixed with the rules by weight (weights
+        // adding up to more than 1 are scaled to 1).
+        let model_scores: Vec<(&Vec<f32>, f32, bool)> = [
+            (surprisal.as_ref(), self.config.surprisal_weight, false),
+            (attention.as_ref(), self.config.attention_weight, false),
+            (classifier.as_ref(), self.config.classifier_weight, true),
         ]
         .into_iter()
-        .filter_map(|(s, w)| s.map(|s| (s, w.clamp(0.0, 1.0))))
+        .filter_map(|(s, w, mean)| s.map(|s| (s, w.clamp(0.0, 1.0), mean)))
         .collect();
-        let weights: f32 = model_scores.iter().map(|(_, w)| w).sum();
+        let weights: f32 = model_scores.iter().map(|(_, w, _)| w).sum();
         let scale = if weights > 1.0 { 1.0 / weights } else { 1.0 };
         if !model_scores.is_empty() {
             let mut mixed: Vec<f32> = scores.iter().map(|s| (1.0 - weights * scale) * s).collect();
-            for (per_token, w) in &model_scores {
+            for (per_token, w, mean) in &model_scores {
                 let mut per_word = vec![0f32; words.len()];
                 for (t, w) in word_of_token.iter().enumerate() {
                     if let Some(w) = w {
                         per_word[*w] += per_token[t];
                     }
+                }
+                if *mean {
+                    per_word
+                        .iter_mut()
+                        .zip(&cost)
+                        .for_each(|(s, &c)| *s /= c.max(1) as f32);
                 }
                 let rank = percentile_ranks(&per_word);
                 mixed
@@ -542,6 +583,7 @@ impl Labeler {
             scores: token_scores,
             surprisal: surprisal.map(|s| s.into_iter().map(round3).collect()),
             attention: attention.map(|s| s.into_iter().map(round3).collect()),
+            classifier: classifier.map(|s| s.into_iter().map(round3).collect()),
             protected: token_protected,
             variants,
         })
@@ -593,7 +635,7 @@ fn group_units(
 
 /// The word each token belongs to: the one holding the token's first byte; `None` for a
 /// whitespace-only token.
-fn token_words(tokens: &Tokens, words: &[Word]) -> Vec<Option<usize>> {
+pub(crate) fn token_words(tokens: &Tokens, words: &[Word]) -> Vec<Option<usize>> {
     tokens
         .spans
         .iter()

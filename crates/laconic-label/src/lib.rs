@@ -17,6 +17,8 @@
 //! - [`surprisal`]: the model scorer: each token's self-information under a scorer model.
 //! - [`attention`]: the attention scorer: the attention each reasoning token receives from
 //!   the final answer line.
+//! - [`classifier`]: the learned token classifier: a linear head on a model's hidden states,
+//!   trained (with Burn's autodiff) on what the other scorers or a user kept, saved and reused.
 //! - [`compress`]: selection to a target ratio under the invariants, and tidy rendering.
 //! - [`label`]: [`Labeler`], which labels one [`laconic_traces::Trace`] into a
 //!   [`LabeledTrace`] with one re-graded variant per ratio.
@@ -47,6 +49,7 @@
 //! ```
 
 pub mod attention;
+pub mod classifier;
 pub mod compress;
 pub mod error;
 pub mod label;
@@ -58,6 +61,7 @@ pub mod surprisal;
 pub mod words;
 
 pub use attention::AttentionScorer;
+pub use classifier::{Examples, TokenClassifier, TrainSettings};
 pub use error::{LabelError, Result};
 pub use label::{LabelConfig, LabeledTrace, Labeler, Scorer, StepLabel, Variant};
 pub use report::{RatioReport, Report, build_report, svg_to_png, write_report};

@@ -87,17 +87,8 @@ pub fn model_surprisal(
     if tokens.ids.is_empty() {
         return Ok((tokens, Vec::new()));
     }
-    let mut prefix = tokenizer.encode(&format!("{}\n", context.trim_end()), true)?;
     let window = model.config().max_position_embeddings.max(2);
-    // Keep at most half a window of the question, so the reasoning gets the rest.
-    let keep = prefix.len().min(window / 2);
-    if prefix.len() > keep {
-        // The question's end is the most relevant context; BOS stays in front when there.
-        let bos = tokenizer.encode("", true)?;
-        let tail = prefix.split_off(prefix.len() - keep + bos.len());
-        prefix = bos;
-        prefix.extend(tail);
-    }
+    let prefix = context_prefix(tokenizer, context, window)?;
     let mut ids = prefix.clone();
     ids.extend(&tokens.ids);
     let logprobs = score_windows(model, &ids, window)?;
@@ -121,6 +112,25 @@ pub fn model_surprisal(
         .filter(|s| !s.is_finite())
         .for_each(|s| *s = mean);
     Ok((tokens, surprisal))
+}
+
+/// `BOS context \n` as ids, cut to at most half of `window` (the context's end, after BOS)
+/// so that the text read after it gets the rest.
+pub(crate) fn context_prefix(
+    tokenizer: &Tokenizer,
+    context: &str,
+    window: usize,
+) -> Result<Vec<u32>> {
+    let mut prefix = tokenizer.encode(&format!("{}\n", context.trim_end()), true)?;
+    let keep = prefix.len().min(window / 2);
+    if prefix.len() > keep {
+        // The question's end is the most relevant context; BOS stays in front when there.
+        let bos = tokenizer.encode("", true)?;
+        let tail = prefix.split_off(prefix.len() - keep + bos.len());
+        prefix = bos;
+        prefix.extend(tail);
+    }
+    Ok(prefix)
 }
 
 /// `log p(token | prefix)` for every id, in windows of at most `window` tokens that overlap

@@ -7,8 +7,8 @@ use clap::Args;
 use laconic_infer::gguf::GgufFile;
 use laconic_infer::tokenizer::Tokenizer;
 use laconic_label::{
-    AttentionScorer, LabelConfig, LabelJob, Labeler, SurprisalScorer, label_file, read_labeled,
-    write_report, write_variants,
+    AttentionScorer, LabelConfig, LabelJob, Labeler, SurprisalScorer, TokenClassifier, label_file,
+    read_labeled, write_report, write_variants,
 };
 use laconic_traces::{DatasetSpec, Grader};
 
@@ -25,10 +25,19 @@ pub struct LabelArgs {
     #[arg(long, default_value = "rules")]
     scorer: String,
     /// With a scorer model: `surprisal` (each token's -log p after the question; the
-    /// default), `attention` (the attention each token receives from the final answer line)
-    /// or `both`.
+    /// default), `attention` (the attention each token receives from the final answer line),
+    /// `both`, or `classifier` (a learned token classifier, --classifier, on the model's
+    /// hidden states).
     #[arg(long)]
     scorer_kind: Option<String>,
+    /// With `--scorer-kind classifier`: the classifier file (`laconic label-classifier`),
+    /// trained on the --scorer model.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// With `--scorer-kind classifier`: the weight of the classifier's score against the
+    /// rules, in [0, 1] (default 1).
+    #[arg(long)]
+    classifier_weight: Option<f32>,
     /// Target ratios (kept ÷ original reasoning tokens), comma-separated, each in (0, 1].
     #[arg(long, default_value = "0.5,0.7,0.9")]
     ratios: String,
@@ -82,6 +91,8 @@ enum ScorerKind {
     Attention,
     /// Both, from the same model.
     Both,
+    /// A learned token classifier on the model's hidden states.
+    Classifier,
 }
 
 impl ScorerKind {
@@ -91,8 +102,12 @@ impl ScorerKind {
             None | Some("surprisal") => Self::Surprisal,
             Some("attention") => Self::Attention,
             Some("both") => Self::Both,
+            Some("classifier") => Self::Classifier,
             Some(other) => {
-                bail!("unknown --scorer-kind '{other}' (choose surprisal, attention or both)")
+                bail!(
+                    "unknown --scorer-kind '{other}' (choose surprisal, attention, both or \
+                     classifier)"
+                )
             }
         })
     }
@@ -116,6 +131,7 @@ pub fn run(args: LabelArgs) -> Result<()> {
     for (flag, weight) in [
         ("--surprisal-weight", args.surprisal_weight),
         ("--attention-weight", args.attention_weight),
+        ("--classifier-weight", args.classifier_weight),
     ] {
         if let Some(w) = weight.filter(|w| !(0.0..=1.0).contains(w)) {
             bail!("{flag} {w} must be in [0, 1]");
@@ -129,9 +145,23 @@ pub fn run(args: LabelArgs) -> Result<()> {
         if args.surprisal_weight.is_some() && kind == ScorerKind::Attention {
             bail!("--surprisal-weight is for `--scorer-kind surprisal` or `both`");
         }
-        if args.attention_weight.is_some() && kind == ScorerKind::Surprisal {
+        if args.attention_weight.is_some()
+            && matches!(kind, ScorerKind::Surprisal | ScorerKind::Classifier)
+        {
             bail!("--attention-weight is for `--scorer-kind attention` or `both`");
         }
+        if args.surprisal_weight.is_some() && kind == ScorerKind::Classifier {
+            bail!("--surprisal-weight is for `--scorer-kind surprisal` or `both`");
+        }
+    }
+    if (kind == ScorerKind::Classifier) != args.classifier.is_some() {
+        bail!("--scorer-kind classifier and --classifier FILE go together");
+    }
+    if args.classifier_weight.is_some() && kind != ScorerKind::Classifier {
+        bail!("--classifier-weight is for `--scorer-kind classifier`");
+    }
+    if let Some(w) = args.classifier_weight {
+        config.classifier_weight = w;
     }
     let default_weight = if kind == ScorerKind::Both { 0.25 } else { 0.5 };
     config.surprisal_weight = args.surprisal_weight.unwrap_or(default_weight);
@@ -186,6 +216,13 @@ pub fn run(args: LabelArgs) -> Result<()> {
                 kind == ScorerKind::Both,
                 config,
             ),
+            ScorerKind::Classifier => {
+                let file = args.classifier.as_deref().unwrap_or(path.as_path());
+                let device = crate::device::parse(&args.device)?;
+                let model = laconic_infer::load(&path, &device).with_context(loading)?;
+                let classifier = TokenClassifier::load(file, model, path.display().to_string())?;
+                Labeler::classifier(classifier, config)
+            }
         }
     };
     let job = LabelJob {

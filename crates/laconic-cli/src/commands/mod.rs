@@ -10,6 +10,7 @@ pub mod grade;
 pub mod inspect;
 pub mod kv_eval;
 pub mod label;
+pub mod label_classifier;
 pub mod run;
 pub mod score;
 pub mod serve;

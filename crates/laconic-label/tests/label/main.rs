@@ -4,6 +4,7 @@
 
 mod attention_scorer;
 mod bad_input;
+mod classifier;
 mod compression;
 mod invariants;
 mod model_scorer;
