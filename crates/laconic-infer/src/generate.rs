@@ -469,6 +469,73 @@ pub fn score_ids(model: &Model, ids: &[u32]) -> Result<Vec<Option<f32>>> {
     Ok(out)
 }
 
+/// Per-token log-probabilities of several sequences in one forward pass: each row of the
+/// result is what [`score_ids`] gives that sequence alone (up to float summation order).
+///
+/// The sequences are padded on the right to the longest; causal attention keeps every real
+/// token from seeing the padding after it, and every row starts at position 0, so no mask
+/// and no position shift is needed. Scoring several texts at once amortizes what one pass
+/// costs whatever its length (quantized weights are unpacked once per pass for a prefill),
+/// at the price of the padding.
+pub fn score_batch(model: &Model, seqs: &[&[u32]]) -> Result<Vec<Vec<Option<f32>>>> {
+    let context = model.config().max_position_embeddings;
+    if let Some(long) = seqs.iter().find(|s| s.len() > context) {
+        return Err(InferError::ContextOverflow {
+            tokens: long.len(),
+            new_tokens: 0,
+            context,
+        });
+    }
+    let n = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    if n < 2 {
+        return Ok(seqs.iter().map(|s| vec![None; s.len()]).collect());
+    }
+    let b = seqs.len();
+    let device = model.embed_tokens.weight.device();
+    let mut data = vec![0i32; b * n];
+    for (row, s) in seqs.iter().enumerate() {
+        for (i, &t) in s.iter().enumerate() {
+            data[row * n + i] = t as i32;
+        }
+    }
+    let targets: Vec<i32> = (0..b)
+        .flat_map(|row| data[row * n + 1..(row + 1) * n].to_vec())
+        .collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [b, n]), &device);
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::All,
+        ..Default::default()
+    };
+    let logits = model
+        .forward(input, &mut cache, opts)
+        .logits
+        .ok_or_else(|| InferError::TensorData("no logits".into()))?;
+    let logp = log_softmax(logits.narrow(1, 0, n - 1), 2);
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, n - 1, 1]), &device);
+    let picked: Vec<f32> = logp
+        .gather(2, targets)
+        .into_data()
+        .try_into_vec()
+        .map_err(|e| InferError::TensorData(format!("{e:?}")))?;
+    Ok(seqs
+        .iter()
+        .enumerate()
+        .map(|(row, s)| {
+            let mut out = Vec::with_capacity(s.len());
+            if !s.is_empty() {
+                out.push(None);
+            }
+            out.extend(
+                picked[row * (n - 1)..row * (n - 1) + s.len().saturating_sub(1)]
+                    .iter()
+                    .map(|&lp| Some(lp)),
+            );
+            out
+        })
+        .collect())
+}
+
 /// Per-token log-probabilities of `ids` with the cache under `kv_policy`: the first token is
 /// a prefill, then the text is fed one token at a time and the policy evicts after each step,
 /// as during generation. With the full cache this is [`score_ids`] (one pass).

@@ -347,3 +347,25 @@ fn think_budget_forces_the_end_and_min_think_forces_wait() {
         "the cache holds exactly the kept tokens"
     );
 }
+
+#[test]
+fn batched_scoring_equals_scoring_each_sequence_alone() {
+    use laconic_infer::generate::{score_batch, score_ids};
+    for family in ["llama", "qwen3"] {
+        let m = load(&fixtures().join(family));
+        let ids = reference_ids(family);
+        // Three lengths (the longest sets the padding) and a one-token sequence.
+        let seqs: Vec<&[u32]> = vec![&ids[..17], &ids[3..40], &ids[10..11], &ids[5..29]];
+        let batch = score_batch(&m.model, &seqs).expect("batch scores");
+        assert_eq!(batch.len(), seqs.len());
+        for (s, got) in seqs.iter().zip(&batch) {
+            let alone = score_ids(&m.model, s).expect("scores");
+            assert_eq!(got.len(), alone.len());
+            assert_eq!(got[0], None);
+            for (a, b) in got.iter().zip(&alone).skip(1) {
+                let (a, b) = (a.expect("scored"), b.expect("scored"));
+                assert!((a - b).abs() < 1e-4, "{family}: {a} vs {b}");
+            }
+        }
+    }
+}

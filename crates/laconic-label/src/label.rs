@@ -345,6 +345,35 @@ impl Labeler {
     /// Labels one trace (see the module docs); `grader` re-grades the variants, and says
     /// whether the reasoning is LaTeX (`math`), whose math spans are then protected.
     pub fn label(&self, trace: &Trace, grader: Grader) -> Result<LabeledTrace> {
+        self.label_with(trace, grader, None)
+    }
+
+    /// [`Labeler::label`] for several traces: with the surprisal scorer, their surprisal comes
+    /// from batched forward passes (the same scores, fewer passes); otherwise one at a time.
+    pub fn label_batch(&self, items: &[(&Trace, Grader)]) -> Result<Vec<LabeledTrace>> {
+        let Scorer::Surprisal(s) = &self.scorer else {
+            return items.iter().map(|(t, g)| self.label(t, *g)).collect();
+        };
+        let pairs: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(t, _)| (t.question.as_str(), t.reasoning.as_str()))
+            .collect();
+        let scores = s.surprisal_batch(&pairs)?;
+        items
+            .iter()
+            .zip(scores)
+            .map(|((t, g), pre)| self.label_with(t, *g, Some(pre)))
+            .collect()
+    }
+
+    /// Labels one trace; `surprisal`, when given, is the surprisal scorer's result for it.
+    fn label_with(
+        &self,
+        trace: &Trace,
+        grader: Grader,
+        surprisal: Option<(Tokens, Vec<f32>)>,
+    ) -> Result<LabeledTrace> {
+        let precomputed = surprisal;
         let with_id = |e: LabelError| match e {
             LabelError::Label { message, .. } => LabelError::Label {
                 id: trace.id.clone(),
@@ -372,7 +401,10 @@ impl Labeler {
         let mut classifier = None;
         let (tokens, surprisal, attention) = match (&self.scorer, &self.tokenizer) {
             (Scorer::Surprisal(s), _) => {
-                let (t, sur) = s.surprisal(&trace.question, text).map_err(with_id)?;
+                let (t, sur) = match precomputed {
+                    Some(p) => p,
+                    None => s.surprisal(&trace.question, text).map_err(with_id)?,
+                };
                 (Some(t), Some(sur), None)
             }
             (Scorer::Attention(s), _) => {

@@ -40,6 +40,7 @@
 //!     limit: None,
 //!     grader: None,
 //!     progress: true,
+//!     batch: 16,
 //! };
 //! label_file(&labeler, &job)?;
 //! let labeled = read_labeled(&job.out)?;

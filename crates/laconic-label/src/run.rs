@@ -25,6 +25,9 @@ use serde::Deserialize;
 use crate::error::{LabelError, Result};
 use crate::label::{LabeledTrace, Labeler, guess_grader, ratio_label};
 
+/// Traces labeled together by default (batched forward passes of a model scorer).
+pub const LABEL_BATCH: usize = 16;
+
 /// What to label and where.
 #[derive(Debug, Clone)]
 pub struct LabelJob {
@@ -39,6 +42,9 @@ pub struct LabelJob {
     pub grader: Option<Grader>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Traces labeled together: a model scorer scores them in batched forward passes (at
+    /// least 1; [`LABEL_BATCH`] is the command's default).
+    pub batch: usize,
 }
 
 /// What [`label_file`] did.
@@ -96,20 +102,29 @@ pub fn label_file(labeler: &Labeler, job: &LabelJob) -> Result<RunSummary> {
         .map_err(|e| LabelError::io(&job.out, e))?;
     let bar = progress_bar(job.progress, traces.len(), already_done);
     let mut labeled = 0;
-    for trace in todo {
-        let grader = job
-            .grader
-            .or_else(|| job.input.grader())
-            .unwrap_or_else(|| guess_grader(trace));
-        let line = labeler.label(trace, grader)?;
-        let json = serde_json::to_string(&line).map_err(|e| LabelError::Label {
-            id: trace.id.clone(),
-            message: format!("cannot serialize: {e}"),
-        })?;
-        append_line(&mut file, &job.out, &json)?;
-        labeled += 1;
-        if let Some(b) = &bar {
-            b.inc(1);
+    // A few traces at a time, so that a model scorer can batch them; each line is still
+    // appended and synced on its own.
+    for chunk in todo.chunks(job.batch.max(1)) {
+        let items: Vec<(&Trace, Grader)> = chunk
+            .iter()
+            .map(|&t| {
+                let grader = job
+                    .grader
+                    .or_else(|| job.input.grader())
+                    .unwrap_or_else(|| guess_grader(t));
+                (t, grader)
+            })
+            .collect();
+        for line in labeler.label_batch(&items)? {
+            let json = serde_json::to_string(&line).map_err(|e| LabelError::Label {
+                id: line.id.clone(),
+                message: format!("cannot serialize: {e}"),
+            })?;
+            append_line(&mut file, &job.out, &json)?;
+            labeled += 1;
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
         }
     }
     if let Some(b) = bar {

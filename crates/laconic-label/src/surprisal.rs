@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use laconic_infer::LoadedModel;
-use laconic_infer::generate::score_ids;
+use laconic_infer::generate::{score_batch, score_ids};
 use laconic_infer::tokenizer::Tokenizer;
 
 use crate::error::{LabelError, Result};
@@ -69,6 +69,12 @@ impl SurprisalScorer {
         model_surprisal(&self.model, context, text)
     }
 
+    /// [`SurprisalScorer::surprisal`] for several `(context, text)` pairs, batched
+    /// ([`model_surprisal_batch`]).
+    pub fn surprisal_batch(&self, items: &[(&str, &str)]) -> Result<Vec<(Tokens, Vec<f32>)>> {
+        model_surprisal_batch(&self.model, items)
+    }
+
     /// The loaded model.
     pub fn model(&self) -> &LoadedModel {
         &self.model
@@ -92,7 +98,67 @@ pub fn model_surprisal(
     let mut ids = prefix.clone();
     ids.extend(&tokens.ids);
     let logprobs = score_windows(model, &ids, window)?;
-    let mut surprisal: Vec<f32> = logprobs[prefix.len()..]
+    Ok((tokens, surprisal_after(&logprobs, prefix.len())))
+}
+
+/// Most tokens (padding included) that [`model_surprisal_batch`] puts in one forward pass.
+pub const BATCH_TOKENS: usize = 2048;
+
+/// [`model_surprisal`] for several `(context, text)` pairs, scoring the texts that fit the
+/// context in batches of up to [`BATCH_TOKENS`] tokens (padding included), in one forward
+/// pass per batch ([`laconic_infer::generate::score_batch`]); the same results, faster.
+pub fn model_surprisal_batch(
+    model: &LoadedModel,
+    items: &[(&str, &str)],
+) -> Result<Vec<(Tokens, Vec<f32>)>> {
+    let tokenizer = &model.tokenizer;
+    let window = model.config().max_position_embeddings.max(2);
+    let mut prepared = Vec::with_capacity(items.len());
+    for (context, text) in items {
+        let tokens = align_tokens(tokenizer, text)?;
+        let mut ids = context_prefix(tokenizer, context, window)?;
+        let prefix = ids.len();
+        ids.extend(&tokens.ids);
+        prepared.push((tokens, ids, prefix));
+    }
+    let mut out: Vec<Option<(Tokens, Vec<f32>)>> = (0..items.len()).map(|_| None).collect();
+    // Similar lengths share a batch, so that little of it is padding.
+    let mut order: Vec<usize> = (0..items.len())
+        .filter(|&i| !prepared[i].0.ids.is_empty() && prepared[i].1.len() <= window)
+        .collect();
+    order.sort_by_key(|&i| prepared[i].1.len());
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && (end + 1 - start) * prepared[order[end]].1.len() <= BATCH_TOKENS
+        {
+            end += 1;
+        }
+        let seqs: Vec<&[u32]> = order[start..end]
+            .iter()
+            .map(|&i| prepared[i].1.as_slice())
+            .collect();
+        let scores = score_batch(&model.model, &seqs)?;
+        for (&i, lp) in order[start..end].iter().zip(scores) {
+            out[i] = Some((prepared[i].0.clone(), surprisal_after(&lp, prepared[i].2)));
+        }
+        start = end;
+    }
+    items
+        .iter()
+        .zip(out)
+        .map(|((context, text), done)| match done {
+            Some(d) => Ok(d),
+            // Empty texts and texts longer than the context: one at a time, in windows.
+            None => model_surprisal(model, context, text),
+        })
+        .collect()
+}
+
+/// Surprisal of the tokens after the first `prefix` of `logprobs`; a token with no score
+/// (the very first, when there is no prefix) gets the mean of the others.
+fn surprisal_after(logprobs: &[Option<f32>], prefix: usize) -> Vec<f32> {
+    let mut surprisal: Vec<f32> = logprobs[prefix..]
         .iter()
         .map(|lp| lp.map_or(f32::NAN, |l| -l))
         .collect();
@@ -111,7 +177,7 @@ pub fn model_surprisal(
         .iter_mut()
         .filter(|s| !s.is_finite())
         .for_each(|s| *s = mean);
-    Ok((tokens, surprisal))
+    surprisal
 }
 
 /// `BOS context \n` as ids, cut to at most half of `window` (the context's end, after BOS)

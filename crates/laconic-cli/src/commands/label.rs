@@ -77,6 +77,11 @@ pub struct LabelArgs {
     /// Device for the scorer model: flex (CPU), cuda, wgpu or tch.
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Traces labeled together: the surprisal scorer scores them in batched forward passes
+    /// of up to 2,048 tokens. Default: 1 on the CPU (flex), where a pass is compute-bound
+    /// and batching only adds memory (docs/LABELING.md), 16 on a GPU.
+    #[arg(long)]
+    batch: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -173,6 +178,9 @@ pub fn run(args: LabelArgs) -> Result<()> {
             config.attention_weight
         );
     }
+    if args.batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
     let grader = args
         .grader
         .as_deref()
@@ -231,6 +239,11 @@ pub fn run(args: LabelArgs) -> Result<()> {
         limit: args.limit,
         grader,
         progress: !args.quiet,
+        batch: args.batch.unwrap_or(if args.device == "flex" {
+            1
+        } else {
+            laconic_label::run::LABEL_BATCH
+        }),
     };
     let s = label_file(&labeler, &job)?;
     eprintln!(
@@ -443,6 +456,7 @@ mod tests {
         for (extra, expected) in [
             (vec!["--ratios", "0.5,2"], "--ratios"),
             (vec!["--grader", "chess"], "unknown --grader 'chess'"),
+            (vec!["--batch", "0"], "--batch must be at least 1"),
             (
                 vec!["--scorer", "no/such/model.gguf"],
                 "--scorer no/such/model.gguf",

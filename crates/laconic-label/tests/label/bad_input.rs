@@ -15,6 +15,7 @@ fn run(input: &str, out: &Path) -> String {
         limit: None,
         grader: None,
         progress: false,
+        batch: laconic_label::run::LABEL_BATCH,
     };
     label_file(&labeler, &job).expect_err("refused").to_string()
 }

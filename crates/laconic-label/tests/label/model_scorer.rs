@@ -131,3 +131,31 @@ fn rules_with_a_tokenizer_count_its_tokens_and_meet_the_target_in_them() {
         "the target was met for only {met} of 400 variants"
     );
 }
+
+#[test]
+fn batched_labeling_gives_what_labeling_one_at_a_time_gives() {
+    let scorer = SurprisalScorer::load(&fixture(), "flex").expect("fixture loads");
+    let labeler = Labeler::surprisal(
+        scorer,
+        LabelConfig::parse_ratios("0.5,0.8").expect("ratios"),
+    );
+    let traces = gsm8k_test(7);
+    let items: Vec<(&Trace, Grader)> = traces.iter().map(|t| (t, Grader::Gsm8k)).collect();
+    let batched = labeler.label_batch(&items).expect("labels");
+    assert_eq!(batched.len(), traces.len());
+    for (t, b) in traces.iter().zip(&batched) {
+        let alone = labeler.label(t, Grader::Gsm8k).expect("labels");
+        assert_eq!(b.id, alone.id);
+        assert_eq!(b.tokens, alone.tokens);
+        let (sb, sa) = (
+            b.surprisal.as_ref().expect("surprisal"),
+            alone.surprisal.as_ref().expect("surprisal"),
+        );
+        for (x, y) in sb.iter().zip(sa) {
+            assert!((x - y).abs() <= 2e-3, "{}: {x} vs {y}", t.id);
+        }
+        for (vb, va) in b.variants.iter().zip(&alone.variants) {
+            assert_eq!(vb.trace.reasoning, va.trace.reasoning, "{}", t.id);
+        }
+    }
+}

@@ -21,6 +21,7 @@ fn job(out: &Path, limit: usize) -> LabelJob {
         limit: Some(limit),
         grader: None,
         progress: false,
+        batch: laconic_label::run::LABEL_BATCH,
     }
 }
 
