@@ -519,6 +519,60 @@ impl Model {
             .count()
     }
 
+    /// Holds every dense projection, and the output head (a tied head gets its own copy),
+    /// quantized as `weights` says (`Q8_0`, `Int8` or `Int4`), so that decoding goes through
+    /// the packed kernel; adapters are merged first, and the embedding keeps the values its
+    /// quantization gives, as in a GGUF export: the result equals loading the same weights
+    /// with [`Model::load_with`] in that format. For a sampling copy of a model in
+    /// training (GRPO rollouts): on the CPU this decodes several times faster than f32.
+    /// Quantized storage is a CPU (flex) feature: on other devices, and for `Auto` or `F32`,
+    /// nothing changes. Returns the number of matrices quantized.
+    pub fn pack_weights(&mut self, weights: WeightFormat) -> usize {
+        let Some(format) = weights.quantize_to() else {
+            return 0;
+        };
+        let device = self.embed_tokens.weight.device();
+        if device != Device::flex() || device.is_autodiff() {
+            return 0;
+        }
+        self.merge_lora();
+        let read = |t: Tensor<2>| -> Option<Vec<f32>> {
+            t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
+        };
+        let mut count = 0;
+        for (_, proj) in self.projections_mut() {
+            if proj.weight.is_none() {
+                continue;
+            }
+            let (d_in, d_out) = proj.shape();
+            // Burn's [d_in, d_out] to the kernel's rows = d_out.
+            let Some(w) = read(proj.dense_weight(&device).transpose()) else {
+                continue;
+            };
+            if let Some(q) = QMatrix::quantize(&w, d_out, d_in, format) {
+                let bias = proj.bias.take().map(|b| b.val());
+                *proj = Proj::quantized(q, bias);
+                count += 1;
+            }
+        }
+        // The embedding as a GGUF export holds it (and as `load_with` quantizes it): the
+        // lookup reads the dequantized values, and a tied head multiplies by the packed ones.
+        let [vocab, hidden] = self.embed_tokens.weight.val().dims();
+        if let Some(q) = read(self.embed_tokens.weight.val())
+            .and_then(|e| QMatrix::quantize(&e, vocab, hidden, format))
+        {
+            self.embed_tokens.weight = Param::from_tensor(Tensor::from_data(
+                TensorData::new(q.dequantize(), [vocab, hidden]),
+                &device,
+            ));
+            if self.lm_head.is_none() {
+                self.lm_head = Some(Proj::quantized(q, None));
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// A fresh cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())

@@ -378,8 +378,13 @@ impl QMatrix {
     }
 }
 
-/// Multiply-adds below which a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 19;
+/// Multiply-adds below which a product runs on the calling thread. Waking rayon's other
+/// threads costs tens of microseconds (futex wake-ups, and the idle workers' yielding), about
+/// what a 576x1536 Q4_1 product takes on one core, so a small model's per-layer products stay
+/// on one thread and only large ones (a 49,152-row output head, a 1.5B model's MLP) are split:
+/// SmolLM2-135M Q4_1 decodes at about 85 tokens/s with this bound against 63 with 2^19
+/// (docs/BENCHMARKS.md).
+const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// Activations quantized as llama.cpp does for its integer dot products: int8 in blocks of
 /// 32, one f32 scale per block, and each block's integer sum (for the 4-bit offsets).

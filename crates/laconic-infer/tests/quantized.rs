@@ -129,3 +129,26 @@ fn int8_per_channel_stays_close_to_f32() {
         );
     }
 }
+
+#[test]
+fn packing_a_loaded_f32_model_equals_loading_it_quantized() {
+    // `Model::pack_weights` (GRPO's sampling copy) on an f32 model gives what `--weights
+    // q8_0` gives at load time, so it matches gguf-py's Q8_0 reference too.
+    for f in FAMILIES {
+        let mut m = load_as(f, ".", WeightFormat::F32);
+        let matrices = m.model.pack_weights(WeightFormat::Q8_0);
+        assert_packed(&m, &format!("{f} packed"));
+        assert_eq!(
+            matrices,
+            7 * m.model.layers.len() + 1,
+            "{f}: every projection and the head"
+        );
+        assert!(m.model.lm_head.as_ref().and_then(|h| h.quant()).is_some());
+        check(f, &m, "gguf-q8_0", "pack_weights(Q8_0)");
+        assert_eq!(
+            m.model.pack_weights(WeightFormat::F32),
+            0,
+            "{f}: f32 packs nothing"
+        );
+    }
+}

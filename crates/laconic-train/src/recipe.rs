@@ -91,9 +91,29 @@ pub struct GrpoSection {
     pub kv_policy: String,
     /// Entries per layer the policy keeps (needed by every policy but `full`).
     pub kv_budget: Option<usize>,
+    /// How the sampling copy of the weights is held while drawing rollouts: `q8_0` (the
+    /// default: adapters merged and every projection quantized to int8 per block of 32
+    /// before each step's rollouts, decoded by laconic-infer's packed kernel, as the int8
+    /// export will run on the edge; CPU only, other devices sample in f32) or `f32` (the
+    /// training weights as they are).
+    pub rollout_weights: String,
 }
 
 impl GrpoSection {
+    /// The sampling copy's weight format (`rollout_weights`).
+    pub fn rollout_format(
+        &self,
+    ) -> std::result::Result<laconic_infer::model::WeightFormat, String> {
+        use laconic_infer::model::WeightFormat;
+        match self.rollout_weights.as_str() {
+            "q8_0" => Ok(WeightFormat::Q8_0),
+            "f32" => Ok(WeightFormat::F32),
+            other => Err(format!(
+                "grpo.rollout_weights = {other:?}: expected \"q8_0\" or \"f32\""
+            )),
+        }
+    }
+
     /// The rollouts' KV policy.
     pub fn kv_policy(&self) -> std::result::Result<laconic_infer::policy::KvPolicyConfig, String> {
         laconic_infer::policy::KvPolicyConfig::from_flags(
@@ -122,6 +142,7 @@ impl Default for GrpoSection {
             grader: "gsm8k".into(),
             kv_policy: "full".into(),
             kv_budget: None,
+            rollout_weights: "q8_0".into(),
         }
     }
 }
@@ -510,6 +531,7 @@ impl Recipe {
                     );
                 }
                 g.kv_policy()?;
+                g.rollout_format()?;
                 if laconic_traces::Grader::parse(&g.grader).is_none() {
                     return Err(format!(
                         "grpo.grader = {:?}: expected \"gsm8k\" or \"math\"",

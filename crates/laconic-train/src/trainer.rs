@@ -389,8 +389,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         let (mut ce_total, mut kd_total) = (0.0, 0.0);
         let mut grpo_stats = None;
         if let Some(g) = &recipe.grpo {
-            // Rollouts from the current weights without the autodiff tape, the loss with it.
-            let sampler = model.valid();
+            // Rollouts from the current weights without the autodiff tape (on the CPU a
+            // packed int8 copy by default), the loss with the tape.
+            let mut sampler = model.valid();
+            sampler.pack_weights(g.rollout_format().map_err(TrainError::Invalid)?);
             let kv_policy = g.kv_policy().map_err(TrainError::Invalid)?;
             let (l, st) = crate::grpo::step_loss(
                 &crate::grpo::StepContext {

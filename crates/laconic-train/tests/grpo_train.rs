@@ -170,6 +170,10 @@ fn grpo_recipes_with_bad_settings_name_the_key() {
         ("[grpo]\nbudgets = [64, 0]\n", "budget of 0"),
         ("[grpo]\ntemperature = 0.0\n", "grpo.temperature"),
         ("[grpo]\ngrader = \"chess\"\n", "grpo.grader"),
+        (
+            "[grpo]\nrollout_weights = \"int3\"\n",
+            "grpo.rollout_weights",
+        ),
         ("[grpo]\nkv_policy = \"rkv\"\n", "grpo.kv_policy"),
         ("[grpo]\nrewards = \"mine\"\n", "rewards"),
     ] {
