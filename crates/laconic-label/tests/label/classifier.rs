@@ -47,6 +47,25 @@ fn settings() -> TrainSettings {
     }
 }
 
+/// A classifier trained on all of `examples` (none held out), saved as `c.safetensors` in a
+/// fresh temporary directory.
+fn train_and_save(examples: &Examples) -> (TokenClassifier, tempfile::TempDir) {
+    let trained = TokenClassifier::train(
+        load("llama"),
+        "llama".into(),
+        examples,
+        0.0,
+        &settings(),
+        &|| {},
+    )
+    .expect("trains");
+    let dir = tempfile::tempdir().expect("tempdir");
+    trained
+        .save(&dir.path().join("c.safetensors"))
+        .expect("saves");
+    (trained, dir)
+}
+
 #[test]
 fn the_classifier_learns_rule_labels_and_not_shuffled_ones() {
     let examples = rule_examples(80);
@@ -106,18 +125,8 @@ fn the_classifier_learns_rule_labels_and_not_shuffled_ones() {
 #[test]
 fn a_saved_classifier_scores_the_same_and_compresses_within_the_invariants() {
     let examples = rule_examples(30);
-    let trained = TokenClassifier::train(
-        load("llama"),
-        "llama".into(),
-        &examples,
-        0.0,
-        &settings(),
-        &|| {},
-    )
-    .expect("trains");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (trained, dir) = train_and_save(&examples);
     let path = dir.path().join("c.safetensors");
-    trained.save(&path).expect("saves");
     let meta = read_meta(&path).expect("metadata reads");
     assert_eq!(meta.hidden_size, 64);
     assert!(meta.labels.contains("ratio 0.5"), "{}", meta.labels);
@@ -152,19 +161,8 @@ fn a_saved_classifier_scores_the_same_and_compresses_within_the_invariants() {
 
 #[test]
 fn a_classifier_refuses_another_encoder_and_broken_files() {
-    let examples = rule_examples(6);
-    let trained = TokenClassifier::train(
-        load("llama"),
-        "llama".into(),
-        &examples,
-        0.0,
-        &settings(),
-        &|| {},
-    )
-    .expect("trains");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, dir) = train_and_save(&rule_examples(6));
     let path = dir.path().join("c.safetensors");
-    trained.save(&path).expect("saves");
     // qwen2's fixture has the same hidden size but another tokenizer.
     let e = TokenClassifier::load(&path, load("qwen2"), "qwen2".into()).expect_err("refused");
     assert!(matches!(e, LabelError::Classifier { .. }), "{e}");
