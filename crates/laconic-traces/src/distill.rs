@@ -613,6 +613,16 @@ pub fn distill(
         .collect();
     let queue = Mutex::new(jobs.into_iter());
     let workers = teacher.concurrency().max(1).min(summary.requested.max(1));
+    // Problems are finished (their traces written) in problem order, whatever order the
+    // workers answer in, so that the same run writes the same file; a problem whose samples
+    // are all in waits for the ones before it.
+    let order: Vec<usize> = {
+        let mut v: Vec<usize> = pending.keys().copied().collect();
+        v.sort_unstable();
+        v
+    };
+    let mut next = 0usize;
+    let mut ready: HashSet<usize> = HashSet::new();
     let mut completion_tokens = 0u64;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = mpsc::channel::<(usize, usize, u64, f64, Result<TeacherSample>)>();
@@ -700,7 +710,10 @@ pub fn distill(
                 }
             }
             append_lines(&mut samples_out, &samples_file, &lines)?;
-            for pi in completed {
+            ready.extend(completed);
+            while next < order.len() && ready.remove(&order[next]) {
+                let pi = order[next];
+                next += 1;
                 let state = pending.remove(&pi);
                 if state.is_some_and(|s| s.failed > 0) {
                     summary.incomplete += 1;

@@ -338,6 +338,20 @@ fn distill_keeps_the_shortest_correct_of_four() {
 
     let traces = read_traces(&out).expect("read");
     assert_eq!(traces.len(), s.solved);
+    // Written in problem order, whatever order the teacher's workers (one per core) answered
+    // in, so that the same command writes the same file.
+    let index = |id: &str| -> usize {
+        id.trim_start_matches("procedural/9/")
+            .split('#')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("problem index")
+    };
+    assert!(
+        traces.windows(2).all(|w| index(&w[0].id) < index(&w[1].id)),
+        "out of problem order: {:?}",
+        traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>()
+    );
     let mut shares = Vec::new();
     for trace in &traces {
         assert!(trace.id.starts_with("procedural/9/"), "{}", trace.id);
