@@ -429,44 +429,7 @@ pub struct TokenScore {
 
 /// Per-token log-probabilities of `ids` under the model (one forward pass over a fresh cache).
 pub fn score_ids(model: &Model, ids: &[u32]) -> Result<Vec<Option<f32>>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let context = model.config().max_position_embeddings;
-    if ids.len() > context {
-        return Err(InferError::ContextOverflow {
-            tokens: ids.len(),
-            new_tokens: 0,
-            context,
-        });
-    }
-    let device = model.embed_tokens.weight.device();
-    let n = ids.len();
-    let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, n]), &device);
-    let mut cache = model.new_cache();
-    let opts = ForwardOptions {
-        logits: Logits::All,
-        ..Default::default()
-    };
-    let mut out = vec![None];
-    if n == 1 {
-        return Ok(out);
-    }
-    let logits = model
-        .forward(input, &mut cache, opts)
-        .logits
-        .ok_or_else(|| InferError::TensorData("no logits".into()))?;
-    let logp = log_softmax(logits.narrow(1, 0, n - 1), 2);
-    let targets: Vec<i32> = ids[1..].iter().map(|&t| t as i32).collect();
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, n - 1, 1]), &device);
-    let picked: Vec<f32> = logp
-        .gather(2, targets)
-        .into_data()
-        .try_into_vec()
-        .map_err(|e| InferError::TensorData(format!("{e:?}")))?;
-    out.extend(picked.into_iter().map(Some));
-    Ok(out)
+    Ok(score_batch(model, &[ids])?.pop().unwrap_or_default())
 }
 
 /// Per-token log-probabilities of several sequences in one forward pass: each row of the

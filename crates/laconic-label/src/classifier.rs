@@ -811,13 +811,7 @@ impl TokenClassifier {
             message,
         };
         let file = SafetensorsFile::open(path)?;
-        let meta = file
-            .metadata()
-            .get("laconic")
-            .cloned()
-            .ok_or_else(|| bad(format!("not a {FORMAT} file (no `laconic` metadata)")))?;
-        let meta: ClassifierMeta = serde_json::from_str(&meta)
-            .map_err(|e| bad(format!("its `laconic` metadata does not read: {e}")))?;
+        let meta = meta_of(&file, path)?;
         if meta.format != FORMAT || meta.version != VERSION {
             return Err(bad(format!(
                 "format {} version {}; this laconic reads {FORMAT} version {VERSION}",
@@ -926,7 +920,11 @@ impl TokenClassifier {
 /// Per-path metadata of a classifier file, without loading an encoder (for `inspect`-like
 /// uses and tests).
 pub fn read_meta(path: &Path) -> Result<ClassifierMeta> {
-    let file = SafetensorsFile::open(path)?;
+    meta_of(&SafetensorsFile::open(path)?, path)
+}
+
+/// The `laconic` metadata of an open classifier file.
+fn meta_of(file: &SafetensorsFile, path: &Path) -> Result<ClassifierMeta> {
     let meta: HashMap<String, String> = file.metadata();
     let text = meta.get("laconic").ok_or_else(|| LabelError::Classifier {
         path: PathBuf::from(path),
