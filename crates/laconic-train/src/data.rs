@@ -168,6 +168,11 @@ pub struct Batch {
     pub targets: Tensor<2, Int>,
     /// 1.0 where the loss counts.
     pub mask: Tensor<2>,
+    /// The flattened positions (`row * s + column`) where the loss counts, in order: the
+    /// output head runs on these alone (prompt and padding positions need no logits).
+    pub loss_positions: Tensor<1, Int>,
+    /// The targets at [`Batch::loss_positions`].
+    pub loss_targets: Tensor<1, Int>,
     /// Positions where the loss counts.
     pub target_tokens: usize,
     /// Real (unpadded) tokens in the batch.
@@ -190,6 +195,7 @@ impl Batcher<Example, Batch> for CausalBatcher {
         let mut inputs = vec![0i32; b * s];
         let mut targets = vec![0i32; b * s];
         let mut mask = vec![0f32; b * s];
+        let (mut loss_positions, mut loss_targets) = (Vec::new(), Vec::new());
         let (mut target_tokens, mut tokens) = (0, 0);
         for (r, e) in items.iter().enumerate() {
             let n = e.ids.len() - 1;
@@ -200,6 +206,8 @@ impl Batcher<Example, Batch> for CausalBatcher {
                 // Position i predicts token i + 1: a completion token when i + 1 >= prompt_len.
                 if i + 1 >= e.prompt_len {
                     mask[r * s + i] = 1.0;
+                    loss_positions.push((r * s + i) as i32);
+                    loss_targets.push(e.ids[i + 1] as i32);
                     target_tokens += 1;
                 }
             }
@@ -208,6 +216,11 @@ impl Batcher<Example, Batch> for CausalBatcher {
             inputs: Tensor::from_data(TensorData::new(inputs, [b, s]), device),
             targets: Tensor::from_data(TensorData::new(targets, [b, s]), device),
             mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
+            loss_positions: Tensor::from_data(
+                TensorData::new(loss_positions, [target_tokens]),
+                device,
+            ),
+            loss_targets: Tensor::from_data(TensorData::new(loss_targets, [target_tokens]), device),
             target_tokens,
             tokens,
         }

@@ -17,6 +17,7 @@ use laconic_traces::{Grader, Trace};
 use crate::data::Formatter;
 use crate::error::{Result, TrainError};
 use crate::reward::{RewardConfig, budget_control, group_advantages};
+use crate::trainer::completion_logprobs;
 
 /// How a group of samples is drawn and rewarded.
 #[derive(Debug, Clone)]
@@ -200,13 +201,6 @@ pub struct LossStats {
     pub kl: f64,
 }
 
-/// The per-token log-probability of each batch target under `model` (`[b, s]`; the reference
-/// with `base_only`).
-fn policy_logprobs(model: &Model, batch: &crate::data::Batch, base_only: bool) -> Tensor<2> {
-    let logits = crate::trainer::forward_logits_with(model, batch, false, base_only);
-    crate::trainer::target_logprobs(logits, batch)
-}
-
 /// The GRPO loss of a set of rollouts (one policy step per rollout, so the sampling policy is
 /// the current one: its log-probabilities are this pass's, detached). Per sampled token:
 /// `-min(r·A, clip(r, 1-ε, 1+ε)·A) + β·KL`, with `r = exp(logp - logp_sampling)`, `A` the
@@ -234,7 +228,7 @@ pub fn loss(
                 ids,
                 prompt_len: r.prompt.len(),
             });
-            advantages.push(s.advantage as f32);
+            advantages.extend(std::iter::repeat_n(s.advantage as f32, s.tokens.len()));
         }
     }
     if examples.is_empty() {
@@ -242,32 +236,24 @@ pub fn loss(
             "GRPO loss: no sampled tokens in any rollout".into(),
         ));
     }
-    let b = examples.len();
     let batch = crate::data::CausalBatcher.batch(examples, &device);
     let tokens = batch.target_tokens;
-    let logp = policy_logprobs(model, &batch, false);
+    // Per sampled token, in the batch's loss-position order (sample by sample).
+    let logp = completion_logprobs(model, &batch, false, false);
     let ratio = logp.clone().sub(logp.clone().detach()).exp();
-    let adv = Tensor::<2>::from_data(TensorData::new(advantages, [b, 1]), &device);
+    let adv = Tensor::<1>::from_data(TensorData::new(advantages, [tokens]), &device);
     let unclipped = ratio.clone().mul(adv.clone());
     let clipped = ratio.clamp(1.0 - config.clip, 1.0 + config.clip).mul(adv);
     let mut per_token = unclipped.min_pair(clipped).neg();
     let mut stats = LossStats { tokens, kl: 0.0 };
     if config.kl > 0.0 {
-        let reference = policy_logprobs(model, &batch, true).detach();
+        let reference = completion_logprobs(model, &batch, false, true).detach();
         let diff = reference.sub(logp);
         let kl = diff.clone().exp().sub(diff).sub_scalar(1.0);
-        stats.kl = kl
-            .clone()
-            .mul(batch.mask.clone())
-            .sum()
-            .into_scalar::<f32>() as f64
-            / tokens.max(1) as f64;
+        stats.kl = kl.clone().sum().into_scalar::<f32>() as f64 / tokens.max(1) as f64;
         per_token = per_token.add(kl.mul_scalar(config.kl));
     }
-    let total = per_token
-        .mul(batch.mask)
-        .sum()
-        .div_scalar(tokens.max(1) as f64);
+    let total = per_token.sum().div_scalar(tokens.max(1) as f64);
     Ok((total, stats))
 }
 

@@ -140,6 +140,55 @@ pub fn cross_entropy_sum(logits: Tensor<3>, batch: &crate::data::Batch) -> Tenso
         .neg()
 }
 
+/// The log-probability of each completion target of a batch, `[target_tokens]` in
+/// [`crate::data::Batch::loss_positions`] order, with the output head applied to those
+/// positions alone (`base_only`: every LoRA adapter switched off). Prompt and padding
+/// positions get no `vocab`-wide logits, softmax or gradient: the head is a fifth of SmolLM2's
+/// multiply-adds per token, and its softmax the largest tensors of a step.
+pub fn completion_logprobs(
+    model: &Model,
+    batch: &crate::data::Batch,
+    training: bool,
+    base_only: bool,
+) -> Tensor<1> {
+    let mut cache = model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::None,
+        hidden: true,
+        training,
+        base_only,
+        ..Default::default()
+    };
+    let h = model
+        .forward(batch.inputs.clone(), &mut cache, opts)
+        .hidden
+        .expect("hidden: true always returns the hidden states");
+    let [b, s, d] = h.dims();
+    let n = batch.target_tokens;
+    let picked = h
+        .reshape([b * s, d])
+        .select(0, batch.loss_positions.clone())
+        .unsqueeze_dim::<3>(0);
+    log_softmax(model.head_with(picked, opts), 2)
+        .gather(2, batch.loss_targets.clone().reshape([1, n, 1]))
+        .reshape([n])
+}
+
+/// Cross-entropy summed over a batch's completion tokens: the same value as
+/// [`cross_entropy_sum`] of [`forward_logits`], computed through [`completion_logprobs`].
+pub fn completion_cross_entropy_sum(
+    model: &Model,
+    batch: &crate::data::Batch,
+    training: bool,
+) -> Tensor<1> {
+    if batch.target_tokens == 0 {
+        return Tensor::zeros([1], &model.embed_tokens.weight.device());
+    }
+    completion_logprobs(model, batch, training, false)
+        .sum()
+        .neg()
+}
+
 /// Cross-entropy of a batch on its completion tokens, summed and divided by `denom`.
 pub fn batch_loss(
     model: &Model,
@@ -147,7 +196,7 @@ pub fn batch_loss(
     denom: f64,
     training: bool,
 ) -> Tensor<1> {
-    cross_entropy_sum(forward_logits(model, batch, training), batch).div_scalar(denom)
+    completion_cross_entropy_sum(model, batch, training).div_scalar(denom)
 }
 
 /// Where the distillation signal comes from.
@@ -415,18 +464,18 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
         for (k, items) in micro.into_iter().enumerate() {
             let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
-            let logits = {
-                // The backend's RNG is global: hold it from the seed through the forward pass
-                // (where dropout draws), so that concurrent runs in one process stay exact.
-                let _rng = RNG
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                device.seed(micro_seed(recipe.train.seed, step, k));
-                forward_logits(&model, &batch, true)
-            };
-            let ce = cross_entropy_sum(logits.clone(), &batch);
+            // The backend's RNG is global: hold it from the seed through the forward pass
+            // (where dropout draws), so that concurrent runs in one process stay exact.
+            let rng = RNG
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            device.seed(micro_seed(recipe.train.seed, step, k));
             let l = match (&teacher, &recipe.distill) {
                 (Some(t), Some(d)) => {
+                    // Distillation compares whole distributions: every position's logits.
+                    let logits = forward_logits(&model, &batch, true);
+                    drop(rng);
+                    let ce = cross_entropy_sum(logits.clone(), &batch);
                     let tb = t.batch(&items, &batch, &device)?;
                     let kd = distill_loss(
                         logits,
@@ -439,7 +488,11 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
                     kd_total += kd.clone().into_scalar::<f32>() as f64 / denom.max(1) as f64;
                     ce.mul_scalar(1.0 - d.weight).add(kd.mul_scalar(d.weight))
                 }
-                _ => ce,
+                _ => {
+                    let ce = completion_cross_entropy_sum(&model, &batch, true);
+                    drop(rng);
+                    ce
+                }
             }
             .div_scalar(denom.max(1) as f64);
             loss += l.clone().into_scalar::<f32>() as f64;

@@ -328,3 +328,77 @@ fn full_sft_trains_every_weight_and_lowers_the_held_out_loss() {
     assert_eq!(changed, all.len(), "every weight moved");
     assert!(!dir.path().join("run/adapter").exists());
 }
+
+/// The head on completion positions only gives the loss and the gradients of the head on every
+/// position followed by the mask (on a padded batch of two prompts and completions).
+#[test]
+fn the_completion_only_head_gives_the_masked_loss_and_gradients() {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::optim::GradientsParams;
+    use laconic_train::data::{CausalBatcher, Example};
+    use laconic_train::trainer::{completion_cross_entropy_sum, cross_entropy_sum, forward_logits};
+
+    let device = Device::flex().autodiff();
+    let m = load_with(&fixture(), &device, WeightFormat::F32).expect("model");
+    let lora = LoraSection {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (model, _) = laconic_train::lora::attach(m.model, &lora, 3).expect("attach");
+    let examples = vec![
+        Example {
+            id: "a".into(),
+            ids: (1..=19).map(|i| i * 7 % 250 + 3).collect(),
+            prompt_len: 6,
+        },
+        Example {
+            id: "b".into(),
+            ids: (1..=11).map(|i| i * 13 % 250 + 3).collect(),
+            prompt_len: 4,
+        },
+    ];
+    let batch = CausalBatcher.batch(examples, &device);
+    assert_eq!(batch.target_tokens, 13 + 7);
+    let masked = cross_entropy_sum(forward_logits(&model, &batch, false), &batch);
+    let picked = completion_cross_entropy_sum(&model, &batch, false);
+    let (a, b) = (
+        masked.clone().into_scalar::<f32>(),
+        picked.clone().into_scalar::<f32>(),
+    );
+    assert!(a > 1.0, "a real loss: {a}");
+    assert!((a - b).abs() <= 1e-4 * a.abs(), "masked {a} vs picked {b}");
+    // Gradients of every LoRA weight agree.
+    let ga = GradientsParams::from_grads(masked.backward(), &model);
+    let gb = GradientsParams::from_grads(picked.backward(), &model);
+    let mut compared = 0;
+    struct Grads<'a> {
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+        compared: &'a mut usize,
+        worst: f32,
+    }
+    impl burn::module::ModuleVisitor for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let (Some(x), Some(y)) = (self.a.get::<D>(param.id), self.b.get::<D>(param.id)) else {
+                return;
+            };
+            let x = x.into_data().try_into_vec::<f32>().expect("f32");
+            let y = y.into_data().try_into_vec::<f32>().expect("f32");
+            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            self.worst = self.worst.max(max_diff(&x, &y) / scale);
+            *self.compared += 1;
+        }
+    }
+    let mut v = Grads {
+        a: &ga,
+        b: &gb,
+        compared: &mut compared,
+        worst: 0.0,
+    };
+    burn::module::Module::visit(&model, &mut v);
+    let worst = v.worst;
+    assert!(compared > 10, "LoRA gradients compared: {compared}");
+    assert!(worst < 1e-3, "gradients differ by {worst} of their scale");
+}
