@@ -334,7 +334,7 @@ impl QMatrix {
             x.chunks_exact(block).map(|c| c.iter().sum()).collect()
         };
         let xq = if int8 {
-            QuantizedInput::new(x)
+            QuantizedInput::new(x, self.cols)
         } else {
             QuantizedInput::default()
         };
@@ -347,33 +347,41 @@ impl QMatrix {
             bpr,
             block,
         };
-        let run = |r0: usize, out: &mut [f32]| {
-            for (i, o) in out.chunks_exact_mut(m).enumerate() {
-                ctx.row(r0 + i, o, kernel);
-            }
-        };
-        // One input writes `y` directly; several are computed row-major `[rows, m]` first.
-        let mut t = if m == 1 {
-            Vec::new()
-        } else {
-            vec![0f32; self.rows * m]
-        };
-        let out: &mut [f32] = if m == 1 { y } else { &mut t };
-        if self.rows * self.cols * m < PARALLEL_MIN_MACS {
-            // Waking a second thread costs more than a small product.
-            run(0, out);
-        } else {
-            let per_task = (self.rows / (2 * rayon::current_num_threads())).clamp(8, 4096);
-            out.par_chunks_mut(per_task * m)
-                .enumerate()
-                .for_each(|(task, o)| run(task * per_task, o));
-        }
-        if m > 1 {
-            for r in 0..self.rows {
-                for j in 0..m {
-                    y[j * self.rows + r] = t[r * m + j];
+        // Rows `r0..` for every input: `outs[j]` is input j's slice of `y` from row `r0`.
+        let run = |r0: usize, outs: &mut [&mut [f32]]| {
+            let mut o = [0f32; MAX_KERNEL_ROWS];
+            for i in 0..outs[0].len() {
+                ctx.row(r0 + i, &mut o[..m], kernel);
+                for (j, out) in outs.iter_mut().enumerate() {
+                    out[i] = o[j];
                 }
             }
+        };
+        let mut outs: Vec<&mut [f32]> = y.chunks_exact_mut(self.rows).collect();
+        if self.rows * self.cols * m < PARALLEL_MIN_MACS {
+            // Waking a second thread costs more than a small product.
+            run(0, &mut outs);
+        } else {
+            let per_task = (self.rows / (2 * rayon::current_num_threads())).clamp(8, 4096);
+            // Each task gets the same rows of every input's output.
+            let mut tasks: Vec<(usize, Vec<&mut [f32]>)> = Vec::new();
+            let mut r0 = 0;
+            while r0 < self.rows {
+                let n = per_task.min(self.rows - r0);
+                let group = outs
+                    .iter_mut()
+                    .map(|o| {
+                        let (head, tail) = std::mem::take(o).split_at_mut(n);
+                        *o = tail;
+                        head
+                    })
+                    .collect();
+                tasks.push((r0, group));
+                r0 += n;
+            }
+            tasks
+                .into_par_iter()
+                .for_each(|(r0, mut group)| run(r0, &mut group));
         }
     }
 }
@@ -395,16 +403,23 @@ struct QuantizedInput {
     sums: Vec<i32>,
     /// `scales[i] * sums[i]`: what a 4-bit block's offset or minimum multiplies.
     dxsums: Vec<f32>,
+    /// Per input, per pair of blocks, 16 lanes: the first block's scale in lanes 0-7 and the
+    /// second's in lanes 8-15 (0 past an odd last block), as the AVX-512 kernel's block-pair
+    /// dot products are laid out: one vector load per pair instead of two scalar loads, two
+    /// broadcasts and a blend.
+    pair_scales: Vec<f32>,
 }
 
 impl QuantizedInput {
-    fn new(x: &[f32]) -> Self {
+    /// Quantizes `x`, inputs of `cols` values each (`cols` a multiple of 32).
+    fn new(x: &[f32], cols: usize) -> Self {
         let n = x.len() / QBLOCK;
         let mut out = Self {
             qs: Vec::with_capacity(x.len()),
             scales: Vec::with_capacity(n),
             sums: Vec::with_capacity(n),
             dxsums: Vec::with_capacity(n),
+            pair_scales: Vec::new(),
         };
         for chunk in x.chunks_exact(QBLOCK) {
             let amax = chunk.iter().fold(0f32, |a, &v| a.max(v.abs()));
@@ -419,6 +434,15 @@ impl QuantizedInput {
             out.scales.push(d);
             out.sums.push(sum);
             out.dxsums.push(d * sum as f32);
+        }
+        let chunks = (cols / QBLOCK).max(1);
+        out.pair_scales.reserve(n.div_ceil(2) * 16);
+        for input in out.scales.chunks(chunks) {
+            for pair in input.chunks(2) {
+                let second = pair.get(1).copied().unwrap_or(0.0);
+                out.pair_scales.extend_from_slice(&[pair[0]; 8]);
+                out.pair_scales.extend_from_slice(&[second; 8]);
+            }
         }
         out
     }
@@ -893,8 +917,9 @@ mod avx512 {
         let qs = &q.qs[r * rq..(r + 1) * rq];
         let scales = &q.scales[r * c.bpr..(r + 1) * c.bpr];
         let xq = c.xq.qs.as_ptr();
-        let xs = &c.xq.scales;
+        let pairs = chunks.div_ceil(2);
         let zero = _mm512_setzero_si512();
+        let int8 = matches!(q.format, QFormat::Int8 { .. });
         let mut acc = [_mm512_setzero_ps(); M];
         // Rows are read once, in order: fetch the row PREFETCH_ROWS ahead into the cache
         // while this one computes.
@@ -958,23 +983,31 @@ mod avx512 {
                     (w, 0, scales[g], d1)
                 }
             };
+            // The weight scales of the pair, shared by every input.
+            let dw = halves(d0, d1);
             for j in 0..M {
                 let xi = j * chunks + g;
-                // SAFETY: input `j` has `chunks` blocks of 32 values from `32 * j * chunks`.
-                let x = unsafe {
-                    if pair {
+                // SAFETY: input `j` has `chunks` blocks of 32 values from `32 * j * chunks`,
+                // and `pairs` pair-scale vectors of 16 from `16 * j * pairs`.
+                let (x, xs) = unsafe {
+                    let x = if pair {
                         _mm512_loadu_si512(xq.add(32 * xi) as *const _)
                     } else {
                         _mm512_zextsi256_si512(
                             _mm256_loadu_si256(xq.add(32 * xi) as *const __m256i),
                         )
-                    }
+                    };
+                    let xs =
+                        _mm512_loadu_ps(c.xq.pair_scales.as_ptr().add(16 * (j * pairs + g / 2)));
+                    (x, xs)
                 };
-                let x = _mm512_mask_sub_epi8(x, neg, zero, x);
+                let x = if int8 {
+                    _mm512_mask_sub_epi8(x, neg, zero, x)
+                } else {
+                    x
+                };
                 let dot = _mm512_dpbusd_epi32(zero, w, x);
-                let s1 = if pair { d1 * xs[xi + 1] } else { 0.0 };
-                let s = halves(d0 * xs[xi], s1);
-                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[j]);
+                acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), xs), dw, acc[j]);
             }
             g += 2;
         }
@@ -1077,7 +1110,7 @@ mod tests {
             for m in [1, 2, 8, 9] {
                 let x = lcg(m * cols, 3 + m as u64);
                 // The reference: the dequantized weight times the dequantized int8 input.
-                let xi = QuantizedInput::new(&x);
+                let xi = QuantizedInput::new(&x, cols);
                 let xd: Vec<f32> = xi
                     .qs
                     .iter()
@@ -1132,6 +1165,30 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_split_across_threads_equals_one_input_at_a_time() {
+        // Large enough to be split into tasks (rows · cols · m ≥ PARALLEL_MIN_MACS), with a
+        // last task shorter than the others: every input's output lands in its own row range.
+        let (rows, cols, m) = (4099, 256, 5);
+        assert!(rows * cols * m >= PARALLEL_MIN_MACS);
+        let w = lcg(rows * cols, 11);
+        let q = QMatrix::quantize(&w, rows, cols, QFormat::Q4_1).expect("quantize");
+        let x = lcg(m * cols, 12);
+        for kernel in Kernel::available() {
+            let mut y = vec![f32::NAN; m * rows];
+            q.matmul_with(&x, m, &mut y, kernel);
+            for j in 0..m {
+                let mut one = vec![0f32; rows];
+                q.matmul_with(&x[j * cols..(j + 1) * cols], 1, &mut one, kernel);
+                assert_eq!(
+                    &y[j * rows..(j + 1) * rows],
+                    &one[..],
+                    "{kernel:?} input {j}"
+                );
             }
         }
     }
