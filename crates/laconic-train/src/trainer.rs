@@ -112,17 +112,30 @@ pub fn forward_logits_with(
     training: bool,
     base_only: bool,
 ) -> Tensor<3> {
-    let mut cache = model.new_cache();
+    let (h, opts) = final_hidden(model, batch, training, base_only);
+    model.head_with(h, opts)
+}
+
+/// The final hidden states `[b, s, hidden]` of a batch's inputs (no logits), and the options
+/// the output head must be applied with.
+fn final_hidden(
+    model: &Model,
+    batch: &crate::data::Batch,
+    training: bool,
+    base_only: bool,
+) -> (Tensor<3>, ForwardOptions) {
     let opts = ForwardOptions {
-        logits: Logits::All,
+        logits: Logits::None,
+        hidden: true,
         training,
         base_only,
         ..Default::default()
     };
-    model
-        .forward(batch.inputs.clone(), &mut cache, opts)
-        .logits
-        .expect("Logits::All always returns logits")
+    let h = model
+        .forward(batch.inputs.clone(), &mut model.new_cache(), opts)
+        .hidden
+        .expect("Model::forward returns the hidden states when asked");
+    (h, opts)
 }
 
 /// The log-probability of each batch target, `[b, s]` (padding included; mask it).
@@ -151,18 +164,7 @@ pub fn completion_logprobs(
     training: bool,
     base_only: bool,
 ) -> Tensor<1> {
-    let mut cache = model.new_cache();
-    let opts = ForwardOptions {
-        logits: Logits::None,
-        hidden: true,
-        training,
-        base_only,
-        ..Default::default()
-    };
-    let h = model
-        .forward(batch.inputs.clone(), &mut cache, opts)
-        .hidden
-        .expect("hidden: true always returns the hidden states");
+    let (h, opts) = final_hidden(model, batch, training, base_only);
     let [b, s, d] = h.dims();
     let n = batch.target_tokens;
     let picked = h
