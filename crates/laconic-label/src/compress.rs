@@ -30,6 +30,8 @@ pub struct Unit {
     pub score: f32,
     /// Kept whatever the ratio.
     pub protected: bool,
+    /// Dropped whatever the ratio (a slip the reasoning corrected).
+    pub excluded: bool,
 }
 
 /// Which words a target ratio keeps.
@@ -61,7 +63,8 @@ pub fn budget(target: f64, total: usize) -> usize {
 }
 
 /// Chooses the words to keep within a cost `budget`: the protected words whatever they
-/// cost, then the others by score (ties: the earlier first), each one that still fits.
+/// cost, then the others that are not excluded by score (ties: the earlier first), each one
+/// that still fits.
 pub fn select_within(units: &[Unit], budget: usize) -> Selection {
     let total_cost: usize = units.iter().map(|u| u.cost).sum();
     let protected_cost: usize = units.iter().filter(|u| u.protected).map(|u| u.cost).sum();
@@ -69,7 +72,9 @@ pub fn select_within(units: &[Unit], budget: usize) -> Selection {
     let mut kept_cost = protected_cost;
     let limited = protected_cost > budget;
     if !limited {
-        let mut order: Vec<usize> = (0..units.len()).filter(|&i| !units[i].protected).collect();
+        let mut order: Vec<usize> = (0..units.len())
+            .filter(|&i| !units[i].protected && !units[i].excluded)
+            .collect();
         order.sort_by(|&a, &b| units[b].score.total_cmp(&units[a].score).then(a.cmp(&b)));
         for i in order {
             if kept_cost + units[i].cost <= budget {
@@ -266,6 +271,7 @@ mod tests {
             cost,
             score,
             protected,
+            excluded: false,
         }
     }
 
@@ -298,6 +304,13 @@ mod tests {
         assert_eq!(select(&units, 0.5).keep, [true, false, false]);
         // Budget floor(0.7 * 6) = 4: the 0.9 word, then the 0.8 one no longer fits, the 0.1 one does.
         assert_eq!(select(&units, 0.7).keep, [true, false, true]);
+    }
+
+    #[test]
+    fn an_excluded_unit_is_never_kept() {
+        let mut units = [unit(1, 0.9, false), unit(1, 0.1, false)];
+        units[0].excluded = true;
+        assert_eq!(select(&units, 1.0).keep, [false, true]);
     }
 
     #[test]

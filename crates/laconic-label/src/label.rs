@@ -15,6 +15,8 @@
 //!    no protected word is kept or dropped whole, at the mean score of its words, so that
 //!    compression leaves no fragment of it ("By the.", "That."); unless that leaves the text
 //!    more than a tenth of the original below the target, when words are chosen one by one.
+//!    With [`Granularity::Sentences`] every sentence goes or stays whole, and the invariants
+//!    are the sentence-level ones of [`crate::sentences`].
 //!
 //! The ratio is measured in the tokens of a tokenizer when the labeler has one (the scorer
 //! model's, or one given for the rules scorer), else in whitespace words; the labeled trace
@@ -30,6 +32,7 @@ use crate::classifier::TokenClassifier;
 use crate::compress::{Unit, budget, render, select_within};
 use crate::error::{LabelError, Result};
 use crate::rules::{Reason, apply_redundancy, step_redundancy, word_scores};
+use crate::sentences;
 use crate::steps::{StepKind, sentence_spans, split_steps};
 use crate::surprisal::{SurprisalScorer, Tokens, align_tokens};
 use crate::words::{Word, protected, split_words};
@@ -54,6 +57,44 @@ pub struct LabelConfig {
     /// With the classifier scorer: the weight of its rank against the rule score, in
     /// `[0, 1]` (1 by default: the classifier learned from the scores it replaces).
     pub classifier_weight: f32,
+    /// What compression keeps or drops as one piece (words by default).
+    pub granularity: Granularity,
+}
+
+/// What compression keeps or drops as one piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Granularity {
+    /// Single words (TokenSkip's token-level pruning; sentences of redundant steps whole):
+    /// any ratio, every number kept, text that can read telegraphic.
+    #[default]
+    Words,
+    /// Whole sentences ([`crate::sentences`]): every kept line is the teacher's own text;
+    /// equations of non-redundant steps, every number they found and the final answer kept;
+    /// a ratio below what those need is limited, not met.
+    Sentences,
+}
+
+impl Granularity {
+    /// Parses `words` or `sentences`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "words" => Ok(Self::Words),
+            "sentences" => Ok(Self::Sentences),
+            other => Err(LabelError::Setting {
+                setting: "--granularity",
+                value: other.to_string(),
+                message: "choose words or sentences".into(),
+            }),
+        }
+    }
+
+    /// Its name, as [`Granularity::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Words => "words",
+            Self::Sentences => "sentences",
+        }
+    }
 }
 
 impl LabelConfig {
@@ -93,6 +134,7 @@ impl LabelConfig {
             surprisal_weight: 0.5,
             attention_weight: 0.5,
             classifier_weight: 1.0,
+            granularity: Granularity::Words,
         })
     }
 
@@ -210,6 +252,10 @@ pub struct LabeledTrace {
     pub scorer: String,
     /// What the ratio, `tokens` and masks count: `words`, or `tokens:TOKENIZER`.
     pub unit: String,
+    /// What compression kept or dropped as one piece: `words` or `sentences` (files written
+    /// before it existed: `words`).
+    #[serde(default = "words_granularity")]
+    pub granularity: String,
     /// The grader that re-graded the variants (`gsm8k` or `math`).
     pub grader: String,
     /// The original trace.
@@ -239,6 +285,11 @@ pub struct LabeledTrace {
     pub protected: String,
     /// One compressed variant per target ratio, in the order given.
     pub variants: Vec<Variant>,
+}
+
+/// The granularity of labeled files that do not name one.
+pub(crate) fn words_granularity() -> String {
+    Granularity::Words.name().to_string()
 }
 
 /// Rounds a score for the file (three decimals).
@@ -504,7 +555,30 @@ impl Labeler {
                 sentences += 1;
             }
         }
-        let grouped = group_units(&cost, &scores, &prot, &sentence_of);
+        let grouped = match self.config.granularity {
+            Granularity::Words => group_units(&cost, &scores, &prot, &sentence_of),
+            Granularity::Sentences => {
+                let s = sentences::sentences(
+                    text,
+                    &words,
+                    &steps,
+                    &step_of,
+                    &redundancy,
+                    &scores,
+                    &prot,
+                    &trace.question,
+                    &trace.answer,
+                );
+                let score: Vec<f32> = s.sentence_of.iter().map(|&k| s.score[k]).collect();
+                let whole: Vec<bool> = s.sentence_of.iter().map(|&k| s.protected[k]).collect();
+                let of: Vec<Option<usize>> = s.sentence_of.iter().map(|&k| Some(k)).collect();
+                let (mut units, group_of) = group_units(&cost, &score, &whole, &of);
+                for (&g, &k) in group_of.iter().zip(&s.sentence_of) {
+                    units[g].excluded = s.excluded[k];
+                }
+                (units, group_of)
+            }
+        };
         let plain = group_units(&cost, &scores, &prot, &vec![None; words.len()]);
 
         let count = |s: &str| -> Result<usize> {
@@ -538,7 +612,7 @@ impl Labeler {
             let (mut keep, mut reasoning, mut kept, goal) = compress_to(&grouped, target)?;
             // A whole sentence that does not fit can leave the text far below the target;
             // then words are chosen one by one after all.
-            if kept + total.div_ceil(10) < goal {
+            if self.config.granularity == Granularity::Words && kept + total.div_ceil(10) < goal {
                 (keep, reasoning, kept, _) = compress_to(&plain, target)?;
             }
             let achieved = if total == 0 {
@@ -606,6 +680,7 @@ impl Labeler {
             id: trace.id.clone(),
             scorer: self.scorer_name(),
             unit: self.unit_name(),
+            granularity: self.config.granularity.name().to_string(),
             grader: grader.name().to_string(),
             trace: trace.clone(),
             extracted: original.extracted,
@@ -653,6 +728,7 @@ fn group_units(
                     cost: cost[i],
                     score: scores[i],
                     protected: prot[i],
+                    excluded: false,
                 });
                 members.push(1);
             }

@@ -19,6 +19,7 @@
 //!   the final answer line.
 //! - [`classifier`]: the learned token classifier: a linear head on a model's hidden states,
 //!   trained (with Burn's autodiff) on what the other scorers or a user kept, saved and reused.
+//! - [`sentences`]: whole sentences as the units of compression (`--granularity sentences`).
 //! - [`compress`]: selection to a target ratio under the invariants, and tidy rendering.
 //! - [`label`]: [`Labeler`], which labels one [`laconic_traces::Trace`] into a
 //!   [`LabeledTrace`] with one re-graded variant per ratio.
@@ -57,6 +58,7 @@ pub mod label;
 pub mod report;
 pub mod rules;
 pub mod run;
+pub mod sentences;
 pub mod steps;
 pub mod surprisal;
 pub mod words;
@@ -64,7 +66,7 @@ pub mod words;
 pub use attention::AttentionScorer;
 pub use classifier::{Examples, TokenClassifier, TrainSettings};
 pub use error::{LabelError, Result};
-pub use label::{LabelConfig, LabeledTrace, Labeler, Scorer, StepLabel, Variant};
+pub use label::{Granularity, LabelConfig, LabeledTrace, Labeler, Scorer, StepLabel, Variant};
 pub use report::{RatioReport, Report, build_report, svg_to_png, write_report};
 pub use run::{LabelJob, RunSummary, VariantsSummary, label_file, read_labeled, write_variants};
 pub use surprisal::SurprisalScorer;

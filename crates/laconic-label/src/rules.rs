@@ -264,7 +264,7 @@ pub struct Redundancy {
 }
 
 /// The content words of a text: normalized, without stop words, filler or check words.
-fn content_words(texts: impl Iterator<Item = String>) -> HashSet<String> {
+pub(crate) fn content_words(texts: impl Iterator<Item = String>) -> HashSet<String> {
     texts
         .filter(|w| {
             !w.is_empty()

@@ -6,7 +6,7 @@
 //! leaves at most one truncated last line, which the next run removes
 //! ([`laconic_traces::schema::drop_incomplete_tail`]) before it continues; so re-running the
 //! same command finishes the work with exactly one line per input id. An output file written
-//! with another scorer, unit or set of ratios is refused rather than mixed.
+//! with another scorer, unit, granularity or set of ratios is refused rather than mixed.
 //!
 //! [`write_variants`] turns a labeled file into a plain trace file (schema v1) that
 //! `laconic train` reads with `traces:PATH`: the compressed variants whose answer survived,
@@ -68,6 +68,8 @@ struct Head {
     id: String,
     scorer: String,
     unit: String,
+    #[serde(default = "crate::label::words_granularity")]
+    granularity: String,
     variants: Vec<HeadVariant>,
 }
 
@@ -204,6 +206,14 @@ fn check_head(labeler: &Labeler, path: &Path, line: usize, head: &Head) -> Resul
     }
     if head.unit != labeler.unit_name() {
         return Err(mismatch("unit", labeler.unit_name(), head.unit.clone()));
+    }
+    let granularity = labeler.config().granularity.name();
+    if head.granularity != granularity {
+        return Err(mismatch(
+            "granularity",
+            granularity.to_string(),
+            head.granularity.clone(),
+        ));
     }
     let list = |r: &mut dyn Iterator<Item = f64>| r.map(ratio_label).collect::<Vec<_>>().join(",");
     let expected = list(&mut labeler.config().ratios.iter().copied());

@@ -7,8 +7,8 @@ use clap::Args;
 use laconic_infer::gguf::GgufFile;
 use laconic_infer::tokenizer::Tokenizer;
 use laconic_label::{
-    AttentionScorer, LabelConfig, LabelJob, Labeler, SurprisalScorer, TokenClassifier, label_file,
-    read_labeled, write_report, write_variants,
+    AttentionScorer, Granularity, LabelConfig, LabelJob, Labeler, SurprisalScorer, TokenClassifier,
+    label_file, read_labeled, write_report, write_variants,
 };
 use laconic_traces::{DatasetSpec, Grader};
 
@@ -41,6 +41,11 @@ pub struct LabelArgs {
     /// Target ratios (kept ÷ original reasoning tokens), comma-separated, each in (0, 1].
     #[arg(long, default_value = "0.5,0.7,0.9")]
     ratios: String,
+    /// What compression keeps or drops as one piece: `words` (token-level pruning, as
+    /// TokenSkip; any ratio) or `sentences` (whole sentences: fluent text, the equations,
+    /// every number found and the answer kept; a ratio below those is limited).
+    #[arg(long, default_value = "words")]
+    granularity: String,
     /// The labeled file (JSONL, one line per trace). Re-running continues it.
     #[arg(long)]
     out: PathBuf,
@@ -132,6 +137,7 @@ fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
 /// Runs `laconic label`.
 pub fn run(args: LabelArgs) -> Result<()> {
     let mut config = LabelConfig::parse_ratios(&args.ratios)?;
+    config.granularity = Granularity::parse(&args.granularity)?;
     let kind = ScorerKind::parse(args.scorer_kind.as_deref())?;
     for (flag, weight) in [
         ("--surprisal-weight", args.surprisal_weight),
@@ -455,6 +461,7 @@ mod tests {
         let fixture = data("crates/laconic-infer/tests/fixtures/llama");
         for (extra, expected) in [
             (vec!["--ratios", "0.5,2"], "--ratios"),
+            (vec!["--granularity", "lines"], "--granularity"),
             (vec!["--grader", "chess"], "unknown --grader 'chess'"),
             (vec!["--batch", "0"], "--batch must be at least 1"),
             (

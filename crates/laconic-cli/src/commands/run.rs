@@ -322,6 +322,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if p.label.scorer == "rules" {
         largs.extend([s("--tokenizer"), path_arg(&p.model)]);
     }
+    if p.label.granularity != "words" {
+        largs.extend([s("--granularity"), p.label.granularity.clone()]);
+    }
     go(
         &mut runner,
         Stage {

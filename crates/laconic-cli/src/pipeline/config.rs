@@ -96,6 +96,9 @@ pub struct LabelStage {
     pub scorer: String,
     /// Compression ratios (kept tokens over original tokens).
     pub ratios: Vec<f64>,
+    /// `words` (token-level pruning, the default) or `sentences` (whole sentences kept or
+    /// dropped: `laconic label --granularity`).
+    pub granularity: String,
 }
 
 impl Default for LabelStage {
@@ -103,6 +106,7 @@ impl Default for LabelStage {
         Self {
             scorer: "rules".into(),
             ratios: vec![0.5, 0.7],
+            granularity: "words".into(),
         }
     }
 }
@@ -288,6 +292,12 @@ impl Pipeline {
         if self.distill.samples == 0 {
             bail!("distill.samples must be at least 1");
         }
+        if !matches!(self.label.granularity.as_str(), "words" | "sentences") {
+            bail!(
+                "label.granularity: '{}' is neither words nor sentences",
+                self.label.granularity
+            );
+        }
         if self.label.ratios.is_empty() {
             bail!("label.ratios is empty");
         }
@@ -379,6 +389,9 @@ sft = { train = { steps = 2 } }
         let e =
             load(&BASE.replace("[eval]", "[eval]\nkv_fraction = 1.5"), None).expect_err("fraction");
         assert!(format!("{e:#}").contains("kv_fraction"), "{e:#}");
+        let e = load(&format!("{BASE}\n[label]\ngranularity = \"lines\"\n"), None)
+            .expect_err("granularity");
+        assert!(format!("{e:#}").contains("label.granularity"), "{e:#}");
         let e = load(
             &BASE.replace(
                 "sft = { train = { steps = 2 } }",

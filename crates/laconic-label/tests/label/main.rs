@@ -9,6 +9,7 @@ mod compression;
 mod invariants;
 mod model_scorer;
 mod resume;
+mod sentences;
 mod steps_real;
 
 use std::path::PathBuf;
