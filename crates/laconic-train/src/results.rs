@@ -266,8 +266,37 @@ fn draw_error(out: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Invalid(format!("drawing {}: {e}", out.display()))
 }
 
+/// The corner of the accuracy plot that no point or interval reaches (upper right when every
+/// corner is taken). `max_len` is the x axis's end; accuracy runs from 0 to 100%.
+fn free_corner(rows: &[Row], max_len: f64) -> SeriesLabelPosition {
+    let taken = |right: bool, upper: bool| {
+        rows.iter().any(|r| {
+            let x = r.mean_reasoning_tokens / max_len;
+            let in_x = if right { x >= 0.55 } else { x <= 0.45 };
+            let (lo, hi) = (
+                r.accuracy_ci95[0].min(r.accuracy),
+                r.accuracy_ci95[1].max(r.accuracy),
+            );
+            let in_y = if upper { hi >= 0.65 } else { lo <= 0.35 };
+            in_x && in_y
+        })
+    };
+    [
+        (true, true, SeriesLabelPosition::UpperRight),
+        (false, true, SeriesLabelPosition::UpperLeft),
+        (true, false, SeriesLabelPosition::LowerRight),
+        (false, false, SeriesLabelPosition::LowerLeft),
+    ]
+    .into_iter()
+    .find(|(right, upper, _)| !taken(*right, *upper))
+    .map_or(SeriesLabelPosition::UpperRight, |(_, _, p)| p)
+}
+
 /// Accuracy (with its interval) against mean reasoning tokens, one point per row: filled for
 /// the full cache, hollow for a pruned one. Writes `out` (SVG) and a PNG beside it.
+///
+/// The legend goes in the first corner (upper right, upper left, lower right, lower left) whose
+/// area (the outer 45% of the width, 35% of the height) no point or interval reaches.
 pub fn plot_accuracy_vs_length(rows: &[Row], out: &Path) -> Result<()> {
     let max_len = rows
         .iter()
@@ -318,7 +347,11 @@ pub fn plot_accuracy_vs_length(rows: &[Row], out: &Path) -> Result<()> {
                 .label(format!("{stage} (filled: full cache, ring: pruned)"))
                 .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
         }
-        chart.configure_series_labels().border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(free_corner(rows, max_len))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     };
@@ -418,6 +451,30 @@ mod tests {
             completion_tokens: tokens + 1,
             decode_seconds: tokens as f64 / 50.0,
         }
+    }
+
+    #[test]
+    fn the_legend_goes_where_no_point_is() {
+        let at = |tokens: usize, right: usize| {
+            let lines: Vec<EvalLine> = (0..10).map(|i| line(i, i < right, tokens)).collect();
+            Row::new("s", "full", None, &lines)
+        };
+        let max_len = 200.0;
+        // The quickstart's layout: points in the middle band on the right and high on the
+        // left half: the upper right is free of points but not of intervals, so not it.
+        let rows = [at(175, 5), at(120, 6), at(100, 6), at(160, 0)];
+        let corner = free_corner(&rows, max_len);
+        assert!(
+            matches!(corner, SeriesLabelPosition::UpperLeft),
+            "{corner:?}"
+        );
+        // Nothing high: the upper right.
+        let low = [at(175, 1), at(30, 0)];
+        let corner = free_corner(&low, max_len);
+        assert!(
+            matches!(corner, SeriesLabelPosition::UpperRight),
+            "{corner:?}"
+        );
     }
 
     #[test]
