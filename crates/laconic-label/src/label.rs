@@ -31,9 +31,9 @@ use crate::attention::{AttentionScorer, answer_attention};
 use crate::classifier::TokenClassifier;
 use crate::compress::{Unit, budget, render, select_within};
 use crate::error::{LabelError, Result};
-use crate::rules::{Reason, apply_redundancy, step_redundancy, word_scores};
+use crate::rules::{Reason, Redundancy, apply_redundancy, step_redundancy, word_scores};
 use crate::sentences;
-use crate::steps::{StepKind, sentence_spans, split_steps};
+use crate::steps::{Step, StepKind, sentence_spans, split_steps};
 use crate::surprisal::{SurprisalScorer, Tokens, align_tokens};
 use crate::words::{Word, protected, split_words};
 
@@ -287,6 +287,51 @@ pub struct LabeledTrace {
     pub variants: Vec<Variant>,
 }
 
+/// What the rules find in a reasoning text, before any model score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleAnalysis {
+    /// Its steps ([`crate::steps`]).
+    pub steps: Vec<Step>,
+    /// Its words ([`crate::words`]).
+    pub words: Vec<Word>,
+    /// Per word: its step.
+    pub step_of: Vec<usize>,
+    /// Per word: protected (a number, an operator, math...).
+    pub prot: Vec<bool>,
+    /// Per step: how redundant it is, and why.
+    pub redundancy: Vec<Redundancy>,
+    /// Per word: its rule score, scaled by its step's redundancy.
+    pub scores: Vec<f32>,
+}
+
+impl RuleAnalysis {
+    /// Analyses `text` (the reasoning) against its `question`; `latex` protects LaTeX math.
+    pub fn new(text: &str, question: &str, latex: bool) -> Self {
+        let steps = split_steps(text);
+        let words = split_words(text);
+        let step_of: Vec<usize> = words
+            .iter()
+            .map(|w| {
+                steps
+                    .partition_point(|s| s.end <= w.start)
+                    .min(steps.len().saturating_sub(1))
+            })
+            .collect();
+        let prot = protected(text, &words, latex);
+        let mut scores = word_scores(text, &words, &prot, question);
+        let redundancy = step_redundancy(text, &steps, question);
+        apply_redundancy(&mut scores, &step_of, &redundancy);
+        Self {
+            steps,
+            words,
+            step_of,
+            prot,
+            redundancy,
+            scores,
+        }
+    }
+}
+
 /// The granularity of labeled files that do not name one.
 pub(crate) fn words_granularity() -> String {
     Granularity::Words.name().to_string()
@@ -433,20 +478,16 @@ impl Labeler {
             other => other,
         };
         let text = trace.reasoning.as_str();
-        let steps = split_steps(text);
-        let words = split_words(text);
-        let step_of: Vec<usize> = words
-            .iter()
-            .map(|w| {
-                steps
-                    .partition_point(|s| s.end <= w.start)
-                    .min(steps.len().saturating_sub(1))
-            })
-            .collect();
-        let prot = protected(text, &words, grader == Grader::Math);
-        let mut scores = word_scores(text, &words, &prot, &trace.question);
-        let redundancy = step_redundancy(text, &steps, &trace.question);
-        apply_redundancy(&mut scores, &step_of, &redundancy);
+        let rules = RuleAnalysis::new(text, &trace.question, grader == Grader::Math);
+        let RuleAnalysis {
+            steps,
+            words,
+            step_of,
+            prot,
+            redundancy,
+            ..
+        } = &rules;
+        let mut scores = rules.scores.clone();
 
         // Tokens: the tokenizer's (aligned to words) or the words themselves.
         let mut classifier = None;
@@ -487,7 +528,7 @@ impl Labeler {
             (Scorer::Rules, None) => (None, None, None),
         };
         let word_of_token: Vec<Option<usize>> = match &tokens {
-            Some(t) => token_words(t, &words),
+            Some(t) => token_words(t, words),
             None => (0..words.len()).map(Some).collect(),
         };
         let mut cost = vec![0usize; words.len()];
@@ -556,19 +597,9 @@ impl Labeler {
             }
         }
         let grouped = match self.config.granularity {
-            Granularity::Words => group_units(&cost, &scores, &prot, &sentence_of),
+            Granularity::Words => group_units(&cost, &scores, prot, &sentence_of),
             Granularity::Sentences => {
-                let s = sentences::sentences(
-                    text,
-                    &words,
-                    &steps,
-                    &step_of,
-                    &redundancy,
-                    &scores,
-                    &prot,
-                    &trace.question,
-                    &trace.answer,
-                );
+                let s = sentences::sentences(text, &rules, &scores, &trace.question, &trace.answer);
                 let score: Vec<f32> = s.sentence_of.iter().map(|&k| s.score[k]).collect();
                 let whole: Vec<bool> = s.sentence_of.iter().map(|&k| s.protected[k]).collect();
                 let of: Vec<Option<usize>> = s.sentence_of.iter().map(|&k| Some(k)).collect();
@@ -579,7 +610,7 @@ impl Labeler {
                 (units, group_of)
             }
         };
-        let plain = group_units(&cost, &scores, &prot, &vec![None; words.len()]);
+        let plain = group_units(&cost, &scores, prot, &vec![None; words.len()]);
 
         let count = |s: &str| -> Result<usize> {
             Ok(match &self.tokenizer {
@@ -600,7 +631,7 @@ impl Labeler {
             loop {
                 let selection = select_within(units, unit_budget);
                 let keep: Vec<bool> = group_of.iter().map(|&g| selection.keep[g]).collect();
-                let reasoning = render(text, &words, &keep);
+                let reasoning = render(text, words, &keep);
                 let kept = count(&reasoning)?;
                 if kept <= goal || selection.limited || unit_budget == 0 {
                     return Ok::<_, LabelError>((keep, reasoning, kept, goal));

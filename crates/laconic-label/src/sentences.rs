@@ -44,10 +44,10 @@
 
 use std::collections::HashSet;
 
-use crate::label::WHOLE_STEP_REDUNDANCY;
-use crate::rules::{Reason, Redundancy, content_words};
-use crate::steps::{Step, sentence_spans};
-use crate::words::{Word, is_number, normalize, protected_spans};
+use crate::label::{RuleAnalysis, WHOLE_STEP_REDUNDANCY};
+use crate::rules::{Reason, content_words};
+use crate::steps::sentence_spans;
+use crate::words::{is_number, normalize, protected_spans};
 
 /// A sentence at least this much made of the question's content words and numbers (and no
 /// other number) restates it.
@@ -59,11 +59,6 @@ pub const GROUNDING_REACH: usize = 4;
 
 /// The least score of a sentence that grounds an equation.
 pub const GROUNDING_SCORE: f32 = 0.9;
-
-/// The numbers an equation's left side computes with (`(2+1)x5` gives `2`, `1`, `5`).
-fn operands(lhs: &str) -> Vec<String> {
-    digit_numbers(lhs)
-}
 
 /// The sentences of a reasoning text as selection units.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,21 +141,24 @@ pub fn equations(s: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Splits `text` into sentences (the sentences of each step) and decides which are protected
-/// and how each scores (see the module docs). `step_of[i]` is word `i`'s step, `scores[i]`
-/// its score, `prot[i]` whether it is a protected word; `answer` is the trace's final answer.
-#[allow(clippy::too_many_arguments)]
+/// Splits `text` into sentences (the sentences of each of `rules`' steps) and decides which
+/// are protected and how each scores (see the module docs). `scores` are the words' scores
+/// (the rules', or mixed with a model's); `answer` is the trace's final answer.
 pub fn sentences(
     text: &str,
-    words: &[Word],
-    steps: &[Step],
-    step_of: &[usize],
-    redundancy: &[Redundancy],
+    rules: &RuleAnalysis,
     scores: &[f32],
-    prot: &[bool],
     question: &str,
     answer: &str,
 ) -> Sentences {
+    let RuleAnalysis {
+        steps,
+        words,
+        step_of,
+        prot,
+        redundancy,
+        ..
+    } = rules;
     // Sentence spans, in order, with the step each lies in.
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
     for (k, step) in steps.iter().enumerate() {
@@ -290,7 +288,8 @@ pub fn sentences(
         protected[k] = true;
     }
     // Every number a non-redundant step found, once.
-    let mut stated: HashSet<String> = digit_numbers(question).into_iter().collect();
+    let question_numbers: HashSet<String> = digit_numbers(question).into_iter().collect();
+    let mut stated = question_numbers.clone();
     for k in (0..n).filter(|&k| protected[k]) {
         stated.extend(numbers[k].iter().cloned());
     }
@@ -305,8 +304,18 @@ pub fn sentences(
     }
 
     // Scores: the mean over words that are not protected; restatements count less.
-    let question_numbers: HashSet<String> = digit_numbers(question).into_iter().collect();
     let question_words = content_words(question.split_whitespace().map(normalize));
+    // Recaps: no equation, two or more numbers, all written before.
+    let mut written: HashSet<&String> = HashSet::new();
+    let recap: Vec<bool> = (0..n)
+        .map(|k| {
+            let r = eqs[k].is_empty()
+                && numbers[k].len() >= 2
+                && numbers[k].iter().all(|x| written.contains(x));
+            written.extend(numbers[k].iter());
+            r
+        })
+        .collect();
     let score = members
         .iter()
         .enumerate()
@@ -331,15 +340,12 @@ pub fn sentences(
             let restated = all >= 3
                 && numbers[k].iter().all(|x| question_numbers.contains(x))
                 && from_question as f32 >= RESTATED_OVERLAP * all as f32;
-            let written_before: HashSet<&String> = numbers[..k].iter().flatten().collect();
-            let recap = eqs[k].is_empty()
-                && numbers[k].len() >= 2
-                && numbers[k].iter().all(|x| written_before.contains(x));
+            let recap = recap[k];
             let grounds = eqs[k].is_empty()
                 && eqs[k + 1..n.min(k + 1 + GROUNDING_REACH)]
                     .iter()
                     .flatten()
-                    .any(|(lhs, _)| operands(lhs).iter().any(|x| numbers[k].contains(x)));
+                    .any(|(lhs, _)| digit_numbers(lhs).iter().any(|x| numbers[k].contains(x)));
             if repeat[k] {
                 0.1 * mean
             } else if grounds {
@@ -362,32 +368,11 @@ pub fn sentences(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{apply_redundancy, step_redundancy, word_scores};
-    use crate::steps::split_steps;
-    use crate::words::{protected, split_words};
 
     fn label(text: &str, question: &str, answer: &str) -> (Vec<String>, Sentences) {
-        let steps = split_steps(text);
-        let words = split_words(text);
-        let step_of: Vec<usize> = words
-            .iter()
-            .map(|w| steps.partition_point(|s| s.end <= w.start))
-            .collect();
-        let prot = protected(text, &words, false);
-        let mut scores = word_scores(text, &words, &prot, question);
-        let redundancy = step_redundancy(text, &steps, question);
-        apply_redundancy(&mut scores, &step_of, &redundancy);
-        let s = sentences(
-            text,
-            &words,
-            &steps,
-            &step_of,
-            &redundancy,
-            &scores,
-            &prot,
-            question,
-            answer,
-        );
+        let rules = RuleAnalysis::new(text, question, false);
+        let words = &rules.words;
+        let s = sentences(text, &rules, &rules.scores, question, answer);
         let mut texts = vec![String::new(); s.score.len()];
         for (w, &k) in words.iter().zip(&s.sentence_of) {
             if !texts[k].is_empty() {
