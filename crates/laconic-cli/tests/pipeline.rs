@@ -67,12 +67,13 @@ fn the_tiny_pipeline_runs_to_its_results_table_and_resumes() {
         .expect("ratio 0.5");
     assert!(half.reasoning.len() < original.reasoning.len());
 
-    // The table: three students, each with the full cache and rkv, on the same 8 problems.
+    // The table: three students, each with the full cache and rkv, on the same 8 problems,
+    // and student c with rkv at the sweep's two larger shares of the cache.
     let rows: Vec<serde_json::Value> = serde_json::from_str(
         &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
     )
     .expect("a JSON list");
-    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(rows.len(), 8, "{rows:?}");
     for r in &rows {
         for key in [
             "stage",
@@ -112,6 +113,18 @@ fn the_tiny_pipeline_runs_to_its_results_table_and_resumes() {
             "{student}: rkv {rb} vs full {fb}"
         );
     }
+    // The sweep: c's pruned budgets grow with the share of the cache (a quarter, half, 3/4).
+    let budgets: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["stage"] == "c-grpo" && r["kv_policy"] == "rkv")
+        .map(|r| r["kv_budget"].as_u64().expect("budget"))
+        .collect();
+    assert_eq!(budgets.len(), 3, "{rows:?}");
+    assert!(
+        budgets[0] < budgets[1] && budgets[1] < budgets[2],
+        "{budgets:?}"
+    );
+    assert!(run.join("eval/c-grpo.rkv-50.jsonl").exists());
     // Every evaluated answer says why it ended (the tiny model runs into its 16-token cap).
     let eval = std::fs::read_to_string(run.join("eval/a-full.full.jsonl")).expect("eval file");
     for line in eval.lines() {
@@ -130,13 +143,17 @@ fn the_tiny_pipeline_runs_to_its_results_table_and_resumes() {
         "{md}"
     );
     assert!(md.contains("a-full/full → c-grpo/full"), "{md}");
+    assert!(
+        md.contains("c-grpo/full → c-grpo/rkv@75%") && md.contains("Where it breaks"),
+        "{md}"
+    );
 
     // Running again skips every stage and writes the same table.
     let before = std::fs::read(run.join("results.json")).expect("read");
     let o = laconic(&args);
     assert!(o.status.success(), "re-run failed:\n{}", stderr(&o));
     let err = stderr(&o);
-    assert_eq!(err.matches("skipped").count(), 15, "{err}");
+    assert_eq!(err.matches("skipped").count(), 17, "{err}");
     assert_eq!(
         std::fs::read(run.join("results.json")).expect("read"),
         before
@@ -248,7 +265,7 @@ fn every_shipped_pipeline_checks_out_in_a_dry_run() {
         ]);
         let err = stderr(&o);
         assert!(o.status.success(), "{file}:\n{err}");
-        assert_eq!(err.matches("\n  laconic ").count(), 15, "{file}:\n{err}");
+        assert_eq!(err.matches("\n  laconic ").count(), 17, "{file}:\n{err}");
         assert!(
             err.contains("--quantize q8_0") && err.contains("--kv-policy rkv"),
             "{err}"
@@ -285,6 +302,7 @@ fn the_gsm8k_pipeline_holds_together_on_real_data() {
         &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
     )
     .expect("a JSON list");
-    assert_eq!(rows.len(), 6);
+    // Three students with the full cache and rkv, and student c at the sweep's two shares.
+    assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r["n"] == 6));
 }

@@ -237,7 +237,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .iter()
         .map(|st| write_recipe(st, &run.join("recipes")))
         .collect::<Result<_>>()?;
-    let n_evals = 2 * students.len() + usize::from(p.eval.base);
+    let n_evals = 2 * students.len() + usize::from(p.eval.base) + p.eval.sweep.len();
     let total = 2 + students.len() + 1 + students.len() + n_evals;
     eprintln!(
         "laconic run {}{}: into {} ({total} stages)",
@@ -421,31 +421,42 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         a
     };
-    let mut evals: Vec<(String, String, Option<usize>, PathBuf)> = Vec::new();
+    // (key in the paired tests, student, policy, budget, output)
+    let mut evals: Vec<(String, String, String, Option<usize>, PathBuf)> = Vec::new();
+    // `pruned`: the budget and, for a sweep point, the share of the cache it was sized for.
     let mut eval_stage = |runner: &mut Runner,
                           who: &str,
                           model: &Path,
                           ratio: Option<f64>,
                           budget: Option<usize>,
-                          pruned: Option<usize>|
+                          pruned: Option<(usize, Option<f64>)>|
      -> Result<()> {
         let policy = if pruned.is_some() {
             e.kv_policy.as_str()
         } else {
             "full"
         };
-        let out = eval_dir.join(format!("{who}.{policy}.jsonl"));
+        let share = pruned.and_then(|(_, f)| f);
+        let tag = match share {
+            Some(f) => format!("{policy}-{:.0}", 100.0 * f),
+            None => policy.to_string(),
+        };
+        let out = eval_dir.join(format!("{who}.{tag}.jsonl"));
         let mut a = eval_args(model, &out, ratio, budget);
-        if let Some(kb) = pruned {
+        if let Some((kb, _)) = pruned {
             a.extend([s("--kv-policy"), s(policy), s("--kv-budget"), s(kb)]);
         }
         go(
             runner,
             Stage {
-                name: format!("eval-{who}-{policy}"),
-                title: match pruned {
-                    Some(kb) => format!("evaluate {who} with {policy} (budget {kb})"),
-                    None => format!("evaluate {who} with the full cache"),
+                name: format!("eval-{who}-{tag}"),
+                title: match (pruned, share) {
+                    (Some((kb, _)), Some(f)) => format!(
+                        "evaluate {who} with {policy} at {:.0}% of the cache (budget {kb})",
+                        100.0 * f
+                    ),
+                    (Some((kb, _)), None) => format!("evaluate {who} with {policy} (budget {kb})"),
+                    (None, _) => format!("evaluate {who} with the full cache"),
                 },
                 args: a,
                 inputs: vec![model.to_path_buf()],
@@ -454,21 +465,53 @@ pub fn run(args: RunArgs) -> Result<()> {
                 clear: vec![],
             },
         )?;
-        evals.push((who.to_string(), policy.to_string(), pruned, out));
+        let key = match share {
+            Some(f) => format!("{who}/{policy}@{:.0}%", 100.0 * f),
+            None => format!("{who}/{policy}"),
+        };
+        evals.push((
+            key,
+            who.to_string(),
+            policy.to_string(),
+            pruned.map(|p| p.0),
+            out,
+        ));
         Ok(())
     };
     if e.base {
         eval_stage(&mut runner, "base", &p.model, None, None, None)?;
     }
-    for (st, gguf) in students.iter().zip(&ggufs) {
+    for (i, (st, gguf)) in students.iter().zip(&ggufs).enumerate() {
         eval_stage(&mut runner, st.name, gguf, st.ratio, st.budget, None)?;
         let full_out = eval_dir.join(format!("{}.full.jsonl", st.name));
-        let kb = if args.dry_run {
-            0 // sized from the full-cache evaluation when it has run
+        let full_entries = if args.dry_run {
+            0.0 // sized from the full-cache evaluation when it has run
         } else {
-            pruned_budget(&e.kv_policy, mean_entries(&full_out)?, e.kv_fraction)
+            mean_entries(&full_out)?
         };
-        eval_stage(&mut runner, st.name, gguf, st.ratio, st.budget, Some(kb))?;
+        let kb = pruned_budget(&e.kv_policy, full_entries, e.kv_fraction);
+        eval_stage(
+            &mut runner,
+            st.name,
+            gguf,
+            st.ratio,
+            st.budget,
+            Some((kb, None)),
+        )?;
+        // Student (c), the claim's, also at the sweep's shares: where its accuracy breaks.
+        if i + 1 == students.len() {
+            for &f in &e.sweep {
+                let kb = pruned_budget(&e.kv_policy, full_entries, f);
+                eval_stage(
+                    &mut runner,
+                    st.name,
+                    gguf,
+                    st.ratio,
+                    st.budget,
+                    Some((kb, Some(f))),
+                )?;
+            }
+        }
     }
 
     if args.dry_run {
@@ -482,10 +525,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     // 6. The results.
     let mut rows = Vec::new();
     let mut lines: Vec<(String, Vec<EvalLine>)> = Vec::new();
-    for (who, policy, kb, out) in &evals {
+    for (key, who, policy, kb, out) in &evals {
         let l = results::read_eval(out)?;
         rows.push(Row::new(who, policy, *kb, &l));
-        lines.push((format!("{who}/{policy}"), l));
+        lines.push((key.clone(), l));
     }
     let get = |k: &str| {
         lines
@@ -502,6 +545,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     for st in &students {
         pairs.push((format!("{}/full", st.name), format!("{}/{pol}", st.name)));
     }
+    for (key, ..) in evals.iter().filter(|(k, ..)| k.contains('@')) {
+        let who = key.split('/').next().unwrap_or_default();
+        pairs.push((format!("{who}/full"), key.clone()));
+    }
     if e.base {
         pairs.insert(0, ("base/full".into(), "a-full/full".into()));
     }
@@ -516,7 +563,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let grpo_metrics = students[2].recipe.run_dir().join("metrics.jsonl");
     let grpo_steps = results::plot_grpo_lengths(&grpo_metrics, &run.join("grpo_lengths.svg"))?;
     let seconds: f64 = timings.iter().map(|t| t.1).sum();
-    let claims = claims(&rows, &tests, pol);
+    let keyed: Vec<(&str, &Row)> = evals.iter().map(|e| e.0.as_str()).zip(&rows).collect();
+    let claims = claims(&keyed, &tests, pol);
     let mut md = format!(
         "# {} results\n\nProblems: `{}`{}. Stages took {} in total (each stage's last run; \
          this invocation {}). Peak KV is the mean over problems of the most bytes the \
@@ -572,10 +620,19 @@ fn duration(seconds: f64) -> String {
 
 /// The headline figures, stated against the goal: (c) reasons in at least 50% fewer tokens
 /// than (a) with accuracy within 1 point and no significant paired difference; with the
-/// pruned cache its accuracy is within 1 point of the full cache.
-fn claims(rows: &[Row], tests: &[Paired], policy: &str) -> Vec<String> {
+/// pruned cache its accuracy is within 1 point of the full cache; then, for the sweep's
+/// larger caches, how far student c's accuracy is from the full cache's. `rows` are keyed as
+/// the paired tests name them (`c-grpo/rkv@50%` for a sweep point).
+fn claims(rows: &[(&str, &Row)], tests: &[Paired], policy: &str) -> Vec<String> {
     let find = |a: &str, b: &str| tests.iter().find(|t| t.a == a && t.b == b);
-    let row = |k: &str| rows.iter().find(|r| r.label() == k);
+    let row = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| r.1);
+    let share = |full: &Row, pruned: &Row| {
+        if full.peak_kv_bytes > 0.0 {
+            pruned.peak_kv_bytes / full.peak_kv_bytes
+        } else {
+            0.0
+        }
+    };
     let mut out = Vec::new();
     if let Some(t) = find("a-full/full", "c-grpo/full") {
         let shorter = -t.length_change;
@@ -597,19 +654,34 @@ fn claims(rows: &[Row], tests: &[Paired], policy: &str) -> Vec<String> {
     if let (Some(t), Some(full), Some(pruned)) =
         (find("c-grpo/full", &key), row("c-grpo/full"), row(&key))
     {
-        let share = if full.peak_kv_bytes > 0.0 {
-            pruned.peak_kv_bytes / full.peak_kv_bytes
-        } else {
-            0.0
-        };
         let met = t.difference.abs() <= 0.01;
         out.push(format!(
             "{}: with {policy} at {:.0}% of the full cache's peak bytes, student c's accuracy \
              is {:+.1} pt from the full cache (McNemar p = {:.3}; goal: within 1 pt)",
             if met { "MET" } else { "MISSED" },
-            100.0 * share,
+            100.0 * share(full, pruned),
             100.0 * t.difference,
             t.p_value
+        ));
+    }
+    let sweep: Vec<String> = tests
+        .iter()
+        .filter(|t| t.a == "c-grpo/full" && t.b.starts_with(&format!("{key}@")))
+        .filter_map(|t| {
+            let (full, pruned) = (row(&t.a)?, row(&t.b)?);
+            Some(format!(
+                "budget {} ({:.0}% of the peak bytes) {:+.1} pt (p = {:.3})",
+                pruned.kv_budget?,
+                100.0 * share(full, pruned),
+                100.0 * t.difference,
+                t.p_value
+            ))
+        })
+        .collect();
+    if !sweep.is_empty() {
+        out.push(format!(
+            "Where it breaks: student c with {policy} at larger budgets, against its full cache: {}",
+            sweep.join(", ")
         ));
     }
     out

@@ -202,6 +202,10 @@ pub struct EvalStage {
     /// entries the student's full-cache answers used (buffer included).
     #[serde(default = "default_fraction")]
     pub kv_fraction: f64,
+    /// More shares of the full cache at which student (c) is evaluated with the pruned
+    /// policy, to show where its accuracy breaks (for example `[0.5, 0.75]`; none by default).
+    #[serde(default)]
+    pub sweep: Vec<f64>,
     /// The compression ratio students (b) and (c) are asked for (`[compress R]`).
     #[serde(default)]
     pub ratio: Option<f64>,
@@ -310,6 +314,9 @@ impl Pipeline {
                 self.eval.kv_fraction
             );
         }
+        if let Some(f) = self.eval.sweep.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            bail!("eval.sweep: {f} is not in (0, 1]");
+        }
         if self.eval.kv_policy == "full" {
             bail!(
                 "eval.kv_policy is the pruned policy compared with the full cache; `full` is not one"
@@ -389,6 +396,9 @@ sft = { train = { steps = 2 } }
         let e =
             load(&BASE.replace("[eval]", "[eval]\nkv_fraction = 1.5"), None).expect_err("fraction");
         assert!(format!("{e:#}").contains("kv_fraction"), "{e:#}");
+        let e =
+            load(&BASE.replace("[eval]", "[eval]\nsweep = [0.5, 0.0]"), None).expect_err("sweep");
+        assert!(format!("{e:#}").contains("eval.sweep: 0 "), "{e:#}");
         let e = load(&format!("{BASE}\n[label]\ngranularity = \"lines\"\n"), None)
             .expect_err("granularity");
         assert!(format!("{e:#}").contains("label.granularity"), "{e:#}");
