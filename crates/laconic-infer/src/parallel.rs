@@ -4,7 +4,9 @@
 //! Decoding is memory-bound: one batched step reads the weights once for all N sequences, so N
 //! samples cost little more wall time than one. The prompt is prefilled once at batch 1 and
 //! its cache repeated N times. Eviction policies decide for the batch together (their scores
-//! are summed over the sequences), so the sequences keep one cache layout.
+//! are summed over the sequences), so the sequences keep one cache layout. On the CPU, where
+//! a batch's small products run on one thread, the samples decode as two half batches side by
+//! side (each half with its own cache copy and policy): [`generate_samples_with`].
 //!
 //! Budget forcing works per sequence: a sequence that reaches `--think-budget` is fed the
 //! end-of-thinking delimiter one token per step while the others keep sampling.
@@ -163,14 +165,147 @@ struct Seq {
     queued: std::collections::VecDeque<u32>,
 }
 
+/// What the decoding of a group of sequences reads: the prompt, its settings and the
+/// prefill's last logits.
+struct Group<'a> {
+    model: &'a Model,
+    tokenizer: &'a Tokenizer,
+    config: &'a GenerateConfig,
+    prompt: &'a [u32],
+    end_ids: &'a [u32],
+    max_think: Option<usize>,
+    budget: usize,
+    first: &'a [f32],
+    device: &'a Device,
+}
+
+impl Group<'_> {
+    /// Decodes `seqs` as one batch from `cache` (the prompt's, at batch 1) until each is done
+    /// or the budget is spent; returns them with the most entries and bytes the cache held.
+    fn decode(
+        &self,
+        mut seqs: Vec<Seq>,
+        mut cache: KvCache,
+        mut policy: Box<dyn crate::policy::KvPolicy>,
+    ) -> Result<(Vec<Seq>, (usize, usize))> {
+        let Group {
+            model,
+            tokenizer,
+            config,
+            prompt,
+            end_ids,
+            max_think,
+            budget,
+            first,
+            device,
+        } = *self;
+        let n = seqs.len();
+        cache.repeat_batch(n);
+        let mut peak = (cache.len(), cache.bytes());
+        let vocab = first.len();
+        let mut rows: Vec<Vec<f32>> = vec![first.to_vec(); n];
+        for iteration in 0..budget {
+            let mut feed = Vec::with_capacity(n);
+            for (s, row) in seqs.iter_mut().zip(&rows) {
+                if s.done.is_some() {
+                    feed.push(*s.tokens.last().unwrap_or(&prompt[prompt.len() - 1]));
+                    continue;
+                }
+                let next = if let Some(q) = s.queued.pop_front() {
+                    q
+                } else {
+                    let t = s.sampler.sample(row);
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let lse = crate::generate::log_sum_exp(row, max);
+                    s.logprob_sum += row[t as usize] as f64 - lse;
+                    s.sampled += 1;
+                    if s.thinking {
+                        let ends = config.stop_tokens.contains(&t)
+                            || (end_ids.len() == 1 && end_ids[0] == t);
+                        if ends {
+                            s.thinking = false;
+                        } else {
+                            s.think_tokens += 1;
+                            if max_think.is_some_and(|m| s.think_tokens >= m) {
+                                s.thinking = false;
+                                s.queued.extend(end_ids);
+                            }
+                        }
+                    }
+                    t
+                };
+                s.tokens.push(next);
+                if s.thinking
+                    && let Some(t) = &config.think
+                    && tokenizer.decode(&s.tokens, false)?.contains(t.end.as_str())
+                {
+                    s.thinking = false;
+                }
+                if config.stop_tokens.contains(&next) && s.queued.is_empty() {
+                    s.done = Some(FinishReason::Stop);
+                } else if !config.stop_strings.is_empty() {
+                    let text = tokenizer.decode(&s.tokens, true)?;
+                    if config
+                        .stop_strings
+                        .iter()
+                        .any(|x| text.contains(x.as_str()))
+                    {
+                        s.done = Some(FinishReason::StopString);
+                    }
+                }
+                feed.push(next);
+            }
+            if seqs.iter().all(|s| s.done.is_some()) || iteration + 1 == budget {
+                break;
+            }
+            let data: Vec<i32> = feed.iter().map(|&t| t as i32).collect();
+            let input = Tensor::<2, Int>::from_data(TensorData::new(data, [n, 1]), device);
+            let opts = crate::model::ForwardOptions {
+                logits: crate::model::Logits::Last,
+                attention: policy.wants_attention(),
+                hidden: false,
+                ..Default::default()
+            };
+            let out = model.forward(input, &mut cache, opts);
+            crate::policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
+            peak = (peak.0.max(cache.len()), peak.1.max(cache.bytes()));
+            let logits = out
+                .logits
+                .ok_or_else(|| InferError::TensorData("no logits".into()))?;
+            let all = logits_row(logits)?;
+            rows = all.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+        }
+        Ok((seqs, peak))
+    }
+}
+
 /// Draws `n` samples for `prompt`, sharing its prefill, and votes. `config.think.min_tokens`
-/// must be 0 (taking back a delimiter needs a per-sequence cache rewind).
+/// must be 0 (taking back a delimiter needs a per-sequence cache rewind). On the CPU with
+/// more than one thread, two or more samples decode as two half batches side by side (see
+/// [`generate_samples_with`]).
 pub fn generate_samples(
     model: &Model,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     config: &GenerateConfig,
     n: usize,
+) -> Result<Vote> {
+    generate_samples_with(model, tokenizer, prompt, config, n, None)
+}
+
+/// [`generate_samples`], choosing how the batch decodes: `halves = Some(true)` splits the
+/// samples into two half batches decoded side by side on the thread pool (each with its own
+/// copy of the prompt's cache and of the eviction policy, which then decides per half),
+/// `Some(false)` keeps one batch, `None` splits on the CPU when the pool has two threads or
+/// more. Sequence i is drawn with seed + i either way; with the full cache (or any policy
+/// that does not read attention) the samples are the same.
+pub fn generate_samples_with(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    n: usize,
+    halves: Option<bool>,
 ) -> Result<Vote> {
     if n == 0 {
         return Err(InferError::InvalidArgument(
@@ -209,9 +344,7 @@ pub fn generate_samples(
         .ok_or_else(|| InferError::TensorData("no logits".into()))?;
     let first = logits_row(first)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
-    cache.repeat_batch(n);
-    let mut peak = (cache.len(), cache.bytes());
-    let mut seqs: Vec<Seq> = (0..n)
+    let seqs: Vec<Seq> = (0..n)
         .map(|i| Seq {
             sampler: Sampler::new(SamplingConfig {
                 seed: config.sampling.seed.wrapping_add(i as u64),
@@ -226,79 +359,35 @@ pub fn generate_samples(
             queued: Default::default(),
         })
         .collect();
-    let vocab = first.len();
-    let mut rows: Vec<Vec<f32>> = vec![first; n];
-    for iteration in 0..budget {
-        let mut feed = Vec::with_capacity(n);
-        for (s, row) in seqs.iter_mut().zip(&rows) {
-            if s.done.is_some() {
-                feed.push(*s.tokens.last().unwrap_or(&prompt[prompt.len() - 1]));
-                continue;
-            }
-            let next = if let Some(q) = s.queued.pop_front() {
-                q
-            } else {
-                let t = s.sampler.sample(row);
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = crate::generate::log_sum_exp(row, max);
-                s.logprob_sum += row[t as usize] as f64 - lse;
-                s.sampled += 1;
-                if s.thinking {
-                    let ends =
-                        config.stop_tokens.contains(&t) || (end_ids.len() == 1 && end_ids[0] == t);
-                    if ends {
-                        s.thinking = false;
-                    } else {
-                        s.think_tokens += 1;
-                        if max_think.is_some_and(|m| s.think_tokens >= m) {
-                            s.thinking = false;
-                            s.queued.extend(&end_ids);
-                        }
-                    }
-                }
-                t
-            };
-            s.tokens.push(next);
-            if s.thinking
-                && let Some(t) = &config.think
-                && tokenizer.decode(&s.tokens, false)?.contains(t.end.as_str())
-            {
-                s.thinking = false;
-            }
-            if config.stop_tokens.contains(&next) && s.queued.is_empty() {
-                s.done = Some(FinishReason::Stop);
-            } else if !config.stop_strings.is_empty() {
-                let text = tokenizer.decode(&s.tokens, true)?;
-                if config
-                    .stop_strings
-                    .iter()
-                    .any(|x| text.contains(x.as_str()))
-                {
-                    s.done = Some(FinishReason::StopString);
-                }
-            }
-            feed.push(next);
-        }
-        if seqs.iter().all(|s| s.done.is_some()) || iteration + 1 == budget {
-            break;
-        }
-        let data: Vec<i32> = feed.iter().map(|&t| t as i32).collect();
-        let input = Tensor::<2, Int>::from_data(TensorData::new(data, [n, 1]), &device);
-        let opts = crate::model::ForwardOptions {
-            logits: crate::model::Logits::Last,
-            attention: policy.wants_attention(),
-            hidden: false,
-            ..Default::default()
-        };
-        let out = model.forward(input, &mut cache, opts);
-        crate::policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
-        peak = (peak.0.max(cache.len()), peak.1.max(cache.bytes()));
-        let logits = out
-            .logits
-            .ok_or_else(|| InferError::TensorData("no logits".into()))?;
-        let all = logits_row(logits)?;
-        rows = all.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
-    }
+    let group = Group {
+        model,
+        tokenizer,
+        config,
+        prompt,
+        end_ids: &end_ids,
+        max_think,
+        budget,
+        first: &first,
+        device: &device,
+    };
+    // On the CPU a batch's small products stay on one thread (see `qmatrix`), and so do most
+    // of Burn's per-step ops: two half batches side by side keep both cores busy.
+    let halves = n >= 2
+        && halves.unwrap_or_else(|| rayon::current_num_threads() >= 2 && device == Device::flex());
+    let (seqs, peak) = if halves {
+        let mut seqs = seqs;
+        let second = seqs.split_off(n.div_ceil(2));
+        let (cache_b, policy_b) = (cache.clone(), policy.fork());
+        let (a, b) = rayon::join(
+            || group.decode(seqs, cache, policy),
+            || group.decode(second, cache_b, policy_b),
+        );
+        let ((mut seqs, pa), (rest, pb)) = (a?, b?);
+        seqs.extend(rest);
+        (seqs, (pa.0.max(pb.0), pa.1 + pb.1))
+    } else {
+        group.decode(seqs, cache, policy)?
+    };
     let total = t0.elapsed().as_secs_f64();
     let samples = seqs
         .into_iter()

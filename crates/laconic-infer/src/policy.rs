@@ -217,6 +217,10 @@ pub trait KvPolicy: Send {
         attention: Option<&Tensor<4>>,
         queries: usize,
     );
+
+    /// A copy of this policy in its current state, for a part of the batch that decodes on
+    /// its own from here (the parts then decide separately).
+    fn fork(&self) -> Box<dyn KvPolicy>;
 }
 
 /// Runs `policy` over every layer of `cache` after a forward pass.
@@ -279,10 +283,14 @@ fn top_plus(
 }
 
 /// Keeps everything.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Full;
 
 impl KvPolicy for Full {
+    fn fork(&self) -> Box<dyn KvPolicy> {
+        Box::new(self.clone())
+    }
+
     fn wants_attention(&self) -> bool {
         false
     }
@@ -290,13 +298,17 @@ impl KvPolicy for Full {
 }
 
 /// StreamingLLM: sinks plus a recent window.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Window {
     sink: usize,
     window: usize,
 }
 
 impl KvPolicy for Window {
+    fn fork(&self) -> Box<dyn KvPolicy> {
+        Box::new(self.clone())
+    }
+
     fn wants_attention(&self) -> bool {
         false
     }
@@ -311,7 +323,7 @@ impl KvPolicy for Window {
 }
 
 /// H2O: accumulated attention plus a recent window.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct H2o {
     budget: usize,
     window: usize,
@@ -320,6 +332,10 @@ struct H2o {
 }
 
 impl KvPolicy for H2o {
+    fn fork(&self) -> Box<dyn KvPolicy> {
+        Box::new(self.clone())
+    }
+
     fn wants_attention(&self) -> bool {
         true
     }
@@ -363,7 +379,7 @@ impl KvPolicy for H2o {
 }
 
 /// SnapKV: compress the prompt once, by what its last queries attend to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SnapKv {
     budget: usize,
     window: usize,
@@ -371,6 +387,10 @@ struct SnapKv {
 }
 
 impl KvPolicy for SnapKv {
+    fn fork(&self) -> Box<dyn KvPolicy> {
+        Box::new(self.clone())
+    }
+
     fn wants_attention(&self) -> bool {
         true
     }
@@ -410,7 +430,7 @@ impl KvPolicy for SnapKv {
 }
 
 /// R-KV: importance minus redundancy, in bursts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rkv {
     budget: usize,
     buffer: usize,
@@ -476,6 +496,10 @@ impl Rkv {
 }
 
 impl KvPolicy for Rkv {
+    fn fork(&self) -> Box<dyn KvPolicy> {
+        Box::new(self.clone())
+    }
+
     fn wants_attention(&self) -> bool {
         true
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig, ThinkConfig, generate};
-use laconic_infer::parallel::generate_samples;
+use laconic_infer::parallel::{generate_samples, generate_samples_with};
 use laconic_infer::policy::KvPolicyConfig;
 
 #[test]
@@ -83,4 +83,49 @@ fn sampled_sequences_are_seeded_and_distinct() {
         assert!(s.mean_logprob < 0.0);
     }
     assert!(a.chosen < 4);
+}
+
+#[test]
+fn two_half_batches_draw_the_same_samples_as_one_batch() {
+    let m = load(&fixtures().join("llama"));
+    let prompt = m.tokenizer.encode("The robot said", false).expect("encode");
+    for kv_policy in [
+        KvPolicyConfig::Full,
+        KvPolicyConfig::Window { sink: 2, window: 5 },
+    ] {
+        let config = GenerateConfig {
+            max_new_tokens: 14,
+            sampling: SamplingConfig {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 5,
+            },
+            kv_policy: kv_policy.clone(),
+            ..Default::default()
+        };
+        let run = |halves| {
+            generate_samples_with(&m.model, &m.tokenizer, &prompt, &config, 5, Some(halves))
+                .expect("samples")
+        };
+        let (one, two) = (run(false), run(true));
+        let tokens = |v: &laconic_infer::parallel::Vote| {
+            v.samples
+                .iter()
+                .map(|s| s.generation.tokens.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tokens(&one), tokens(&two), "{kv_policy:?}: halves differ");
+        let t = tokens(&one);
+        assert!(
+            t.iter().any(|x| *x != t[0]),
+            "five samples at T=1 are identical"
+        );
+        assert_eq!(one.answer, two.answer);
+        let peak = |v: &laconic_infer::parallel::Vote| {
+            let g = &v.samples[0].generation;
+            (g.peak_cache_entries, g.peak_cache_bytes)
+        };
+        assert_eq!(peak(&one), peak(&two), "the cache is accounted alike");
+    }
 }

@@ -13,6 +13,7 @@ use laconic_infer::model::Model;
 use laconic_infer::parallel::generate_samples;
 use laconic_infer::policy::KvPolicyConfig;
 use laconic_traces::{Grader, Trace};
+use rayon::prelude::*;
 
 use crate::data::Formatter;
 use crate::error::{Result, TrainError};
@@ -367,24 +368,36 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
             softness: g.softness,
         },
     };
-    let mut rollouts = Vec::new();
     let started = std::time::Instant::now();
-    for (j, (index, epoch)) in step_problems(problems.len(), g.prompts_per_step, step, seed)
-        .into_iter()
-        .enumerate()
-    {
-        let budget = buckets.as_ref().map(|b| b.draw(seed, epoch, index as u64));
-        let rollout_seed = seed ^ ((step as u64) << 24) ^ (j as u64).wrapping_mul(0x1000_0001);
-        rollouts.push(rollout(
-            sampler,
-            formatter,
-            &problems[index],
-            budget,
-            grader,
-            &config,
-            rollout_seed,
-        )?);
-    }
+    let jobs: Vec<(usize, Option<usize>, u64)> =
+        step_problems(problems.len(), g.prompts_per_step, step, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(j, (index, epoch))| {
+                let budget = buckets.as_ref().map(|b| b.draw(seed, epoch, index as u64));
+                let rollout_seed =
+                    seed ^ ((step as u64) << 24) ^ (j as u64).wrapping_mul(0x1000_0001);
+                (index, budget, rollout_seed)
+            })
+            .collect();
+    // Each prompt's group decodes as one batch whose small products stay on one thread
+    // (laconic-infer's packed kernel splits only large ones), so the step's prompts run side by
+    // side on the thread pool. Each has its own seed and the results keep prompt order, so
+    // the step is the same however the threads interleave (resume stays bit-exact).
+    let rollouts: Vec<Rollout> = jobs
+        .par_iter()
+        .map(|&(index, budget, rollout_seed)| {
+            rollout(
+                sampler,
+                formatter,
+                &problems[index],
+                budget,
+                grader,
+                &config,
+                rollout_seed,
+            )
+        })
+        .collect::<Result<_>>()?;
     let rollout_seconds = started.elapsed().as_secs_f64();
     let (total, ls) = loss(
         model,

@@ -29,7 +29,8 @@ pub struct BenchArgs {
     json: bool,
     #[command(flatten)]
     kv: crate::KvArgs,
-    /// Decode this many sequences as one batch after a shared prefill (as `generate --samples`).
+    /// Decode this many sequences after a shared prefill, as `generate --samples` does (on the
+    /// CPU as two half batches side by side).
     #[arg(long, default_value_t = 1)]
     samples: usize,
 }
@@ -122,23 +123,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let first = argmax(out.logits)?;
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        // --samples N: the prompt's cache is shared, N sequences decode as one batch.
-        cache.repeat_batch(args.samples);
-        let mut next = vec![first[0]; args.samples];
-        for _ in 0..args.new_tokens {
-            let input = Tensor::<2, Int>::from_data(
-                TensorData::new(
-                    next.iter().map(|&t| t as i32).collect::<Vec<_>>(),
-                    [args.samples, 1],
-                ),
-                &device,
+        // --samples N: the prompt's cache is shared and N sequences decode from it, as
+        // `generate --samples` does: on the CPU with two threads or more, as two half batches
+        // side by side (`laconic_infer::parallel::generate_samples_with`), else as one batch.
+        let decode = |mut cache: laconic_infer::cache::KvCache,
+                      mut policy: Box<dyn policy::KvPolicy>,
+                      k: usize|
+         -> Result<usize> {
+            cache.repeat_batch(k);
+            let mut next = vec![first[0]; k];
+            for _ in 0..args.new_tokens {
+                let input = Tensor::<2, Int>::from_data(
+                    TensorData::new(next.iter().map(|&t| t as i32).collect::<Vec<_>>(), [k, 1]),
+                    &device,
+                );
+                let out = m.model.forward(input, &mut cache, opts);
+                policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
+                next = argmax(out.logits)?;
+            }
+            Ok(cache.bytes())
+        };
+        let n = args.samples;
+        let halves = n >= 2 && rayon::current_num_threads() >= 2 && device == Device::flex();
+        cache_bytes = if halves {
+            let (cache_b, policy_b) = (cache.clone(), policy.fork());
+            let (a, b) = rayon::join(
+                || decode(cache, policy, n.div_ceil(2)),
+                || decode(cache_b, policy_b, n / 2),
             );
-            let out = m.model.forward(input, &mut cache, opts);
-            policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
-            next = argmax(out.logits)?;
-        }
+            a? + b?
+        } else {
+            decode(cache, policy, n)?
+        };
         best_decode = best_decode.min(t.elapsed().as_secs_f64());
-        cache_bytes = cache.bytes();
     }
     let prefill_tps = args.prompt_tokens as f64 / best_prefill;
     let decode_tps = args.new_tokens as f64 / best_decode;
