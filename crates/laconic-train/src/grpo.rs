@@ -10,7 +10,7 @@
 use burn::prelude::*;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig};
 use laconic_infer::model::Model;
-use laconic_infer::parallel::generate_samples;
+use laconic_infer::parallel::generate_samples_with;
 use laconic_infer::policy::KvPolicyConfig;
 use laconic_traces::{Grader, Trace};
 use rayon::prelude::*;
@@ -33,6 +33,10 @@ pub struct RolloutConfig {
     pub kv_policy: KvPolicyConfig,
     /// The reward.
     pub reward: RewardConfig,
+    /// How the group decodes (`laconic_infer::parallel::generate_samples_with`): `None`
+    /// splits it into two half batches on the CPU; a step that rolls out several prompts
+    /// side by side keeps each group one batch (`Some(false)`), which is faster there.
+    pub halves: Option<bool>,
 }
 
 /// One sample of a group.
@@ -133,12 +137,13 @@ pub fn rollout(
         kv_policy: config.kv_policy.clone(),
         ..GenerateConfig::default()
     };
-    let vote = generate_samples(
+    let vote = generate_samples_with(
         model,
         formatter.tokenizer(),
         &prompt,
         &generation,
         config.group,
+        config.halves,
     )?;
     let mut samples: Vec<RolloutSample> = vote
         .samples
@@ -367,6 +372,8 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
             correct: 1.0,
             softness: g.softness,
         },
+        // Several prompts already keep the threads busy side by side (below).
+        halves: (g.prompts_per_step >= 2).then_some(false),
     };
     let started = std::time::Instant::now();
     let jobs: Vec<(usize, Option<usize>, u64)> =

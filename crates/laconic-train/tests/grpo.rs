@@ -26,6 +26,7 @@ fn config(group: usize) -> RolloutConfig {
         },
         kv_policy: KvPolicyConfig::Full,
         reward: RewardConfig::default(),
+        halves: None,
     }
 }
 
