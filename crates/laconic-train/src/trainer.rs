@@ -423,6 +423,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     let elapsed_before = state.elapsed_s;
     let o = &recipe.optim;
     let stop_at = options.stop_after.unwrap_or(total).min(total);
+    let split = split_batches(
+        &device,
+        recipe.lora.as_ref().is_none_or(|l| l.dropout == 0.0),
+    );
     while state.step < stop_at {
         let step = state.step;
         let lr = learning_rate(step, total, o.lr, o.warmup_steps, o.min_lr_ratio);
@@ -464,6 +468,13 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
             grpo_stats = Some(st);
         }
         for (k, items) in micro.into_iter().enumerate() {
+            if split && teacher.is_none() {
+                let (l, t, grads) = micro_batch_grads(&model, items, denom, true);
+                loss += l;
+                tokens += t;
+                acc.accumulate(&model, grads);
+                continue;
+            }
             let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
             // The backend's RNG is global: hold it from the seed through the forward pass
@@ -763,6 +774,48 @@ pub struct TrainBench {
     pub trainable_params: usize,
 }
 
+/// Whether a micro-batch trains as two halves side by side: on the CPU with two threads or
+/// more, when nothing in the forward pass draws random numbers (no dropout), since the
+/// backend's RNG is global. Most of Burn's per-op work for one batch runs on one thread; two
+/// halves keep both cores busy (docs/BENCHMARKS.md, "Training throughput").
+fn split_batches(device: &Device, no_dropout: bool) -> bool {
+    no_dropout && rayon::current_num_threads() >= 2 && *device == Device::flex().autodiff()
+}
+
+/// The gradients of a micro-batch's completion cross-entropy, summed and divided by `denom`:
+/// in one pass, or (`split`) as two halves whose forward and backward passes run side by
+/// side and whose gradients are added (the same loss; halves pad only to their own longest
+/// sequence). Deterministic either way: the halves are a fixed split, added in order.
+/// Returns the loss, the real tokens and the gradients.
+pub fn micro_batch_grads(
+    model: &Model,
+    items: Vec<Example>,
+    denom: usize,
+    split: bool,
+) -> (f64, usize, GradientsParams) {
+    let device = model.embed_tokens.weight.device();
+    let grads = |items: Vec<Example>| {
+        let batch = CausalBatcher.batch(items, &device);
+        let l = batch_loss(model, &batch, denom.max(1) as f64, true);
+        (
+            l.clone().into_scalar::<f32>() as f64,
+            batch.tokens,
+            GradientsParams::from_grads(l.backward(), model),
+        )
+    };
+    if split && items.len() >= 2 {
+        let mut a = items;
+        let b = a.split_off(a.len().div_ceil(2));
+        let (ga, gb) = rayon::join(|| grads(a), || grads(b));
+        let mut acc = GradientsAccumulator::<Model>::new();
+        acc.accumulate(model, ga.2);
+        acc.accumulate(model, gb.2);
+        (ga.0 + gb.0, ga.1 + gb.1, acc.grads())
+    } else {
+        grads(items)
+    }
+}
+
 /// Times forward, backward and AdamW steps of `model` (already prepared: LoRA attached or
 /// not) on random token ids with the loss on every position.
 pub fn bench_steps(
@@ -789,9 +842,8 @@ pub fn bench_steps(
             })
             .collect();
         let started = Instant::now();
-        let b = CausalBatcher.batch(items, &device);
-        let l = batch_loss(&model, &b, b.target_tokens as f64, true);
-        let grads = GradientsParams::from_grads(l.backward(), &model);
+        let denom: usize = items.iter().map(Example::target_tokens).sum();
+        let (_, _, grads) = micro_batch_grads(&model, items, denom, split_batches(&device, true));
         let (m, _) = optim.step(1e-5, model, grads);
         model = m;
         // Make sure the step finished (backends may be lazy).
