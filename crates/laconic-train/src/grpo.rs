@@ -7,6 +7,7 @@
 //! the frozen reference (the base with the adapter switched off). The `method = "grpo"`
 //! training loop and recipe that put the two together come next.
 
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig};
 use laconic_infer::model::Model;
@@ -218,10 +219,16 @@ pub fn loss(
     rollouts: &[Rollout],
     config: &LossConfig,
 ) -> Result<(Tensor<1>, LossStats)> {
-    use burn::data::dataloader::batcher::Batcher;
-    let device = model.embed_tokens.weight.device();
+    let parts = loss_examples(rollouts)?;
+    let tokens = parts.iter().map(|p| p.0.target_tokens()).sum();
+    let (total, kl_sum) = part_loss(model, &parts, tokens, config)?;
+    let kl = kl_sum / tokens.max(1) as f64;
+    Ok((total, LossStats { tokens, kl }))
+}
+
+/// Each sample with tokens, as a training example (prompt, then the sample) with its advantage.
+fn loss_examples(rollouts: &[Rollout]) -> Result<Vec<(crate::data::Example, f32)>> {
     let mut examples = Vec::new();
-    let mut advantages = Vec::new();
     for (ri, r) in rollouts.iter().enumerate() {
         for (si, s) in r.samples.iter().enumerate() {
             if s.tokens.is_empty() {
@@ -229,12 +236,12 @@ pub fn loss(
             }
             let mut ids = r.prompt.clone();
             ids.extend_from_slice(&s.tokens);
-            examples.push(crate::data::Example {
+            let example = crate::data::Example {
                 id: format!("rollout{ri}/sample{si}"),
                 ids,
                 prompt_len: r.prompt.len(),
-            });
-            advantages.extend(std::iter::repeat_n(s.advantage as f32, s.tokens.len()));
+            };
+            examples.push((example, s.advantage as f32));
         }
     }
     if examples.is_empty() {
@@ -242,25 +249,82 @@ pub fn loss(
             "GRPO loss: no sampled tokens in any rollout".into(),
         ));
     }
-    let batch = crate::data::CausalBatcher.batch(examples, &device);
-    let tokens = batch.target_tokens;
+    Ok(examples)
+}
+
+/// [`loss`] of some of the samples, summed over their tokens and divided by `tokens` (all the
+/// step's), with the KL summed over their tokens (0 when β = 0).
+fn part_loss(
+    model: &Model,
+    part: &[(crate::data::Example, f32)],
+    tokens: usize,
+    config: &LossConfig,
+) -> Result<(Tensor<1>, f64)> {
+    use burn::data::dataloader::batcher::Batcher;
+    let device = model.embed_tokens.weight.device();
+    let batch =
+        crate::data::CausalBatcher.batch(part.iter().map(|p| p.0.clone()).collect(), &device);
     // Per sampled token, in the batch's loss-position order (sample by sample).
+    let advantages: Vec<f32> = part
+        .iter()
+        .flat_map(|(e, a)| std::iter::repeat_n(*a, e.target_tokens()))
+        .collect();
+    if advantages.len() != batch.target_tokens {
+        return Err(TrainError::Invalid(format!(
+            "GRPO loss: {} advantages for {} sampled tokens",
+            advantages.len(),
+            batch.target_tokens
+        )));
+    }
     let logp = completion_logprobs(model, &batch, false, false);
     let ratio = logp.clone().sub(logp.clone().detach()).exp();
-    let adv = Tensor::<1>::from_data(TensorData::new(advantages, [tokens]), &device);
+    let adv = Tensor::<1>::from_data(TensorData::new(advantages, [batch.target_tokens]), &device);
     let unclipped = ratio.clone().mul(adv.clone());
     let clipped = ratio.clamp(1.0 - config.clip, 1.0 + config.clip).mul(adv);
     let mut per_token = unclipped.min_pair(clipped).neg();
-    let mut stats = LossStats { tokens, kl: 0.0 };
+    let mut kl_sum = 0.0;
     if config.kl > 0.0 {
         let reference = completion_logprobs(model, &batch, false, true).detach();
         let diff = reference.sub(logp);
         let kl = diff.clone().exp().sub(diff).sub_scalar(1.0);
-        stats.kl = kl.clone().sum().into_scalar::<f32>() as f64 / tokens.max(1) as f64;
+        kl_sum = kl.clone().sum().into_scalar::<f32>() as f64;
         per_token = per_token.add(kl.mul_scalar(config.kl));
     }
-    let total = per_token.sum().div_scalar(tokens.max(1) as f64);
-    Ok((total, stats))
+    Ok((per_token.sum().div_scalar(tokens.max(1) as f64), kl_sum))
+}
+
+/// [`loss`] and its gradients, with the value of the loss. With `split`, the samples go in
+/// two halves whose passes (policy, reference, backward) run side by side and whose gradients
+/// are added: the same loss up to float rounding, a fixed split, so resume stays exact.
+pub fn loss_grads(
+    model: &Model,
+    rollouts: &[Rollout],
+    config: &LossConfig,
+    split: bool,
+) -> Result<(f64, LossStats, GradientsParams)> {
+    let parts = loss_examples(rollouts)?;
+    let tokens: usize = parts.iter().map(|p| p.0.target_tokens()).sum();
+    let grads = |part: &[(crate::data::Example, f32)]| -> Result<(f64, f64, GradientsParams)> {
+        let (l, kl) = part_loss(model, part, tokens, config)?;
+        let value = l.clone().into_scalar::<f32>() as f64;
+        Ok((value, kl, GradientsParams::from_grads(l.backward(), model)))
+    };
+    let (value, kl, g) = if split && parts.len() >= 2 {
+        let (a, b) = parts.split_at(parts.len().div_ceil(2));
+        let (ga, gb) = rayon::join(|| grads(a), || grads(b));
+        let ((va, ka, ga), (vb, kb, gb)) = (ga?, gb?);
+        let mut acc = GradientsAccumulator::<Model>::new();
+        acc.accumulate(model, ga);
+        acc.accumulate(model, gb);
+        (va + vb, ka + kb, acc.grads())
+    } else {
+        grads(&parts)?
+    };
+    let stats = LossStats {
+        tokens,
+        kl: kl / tokens.max(1) as f64,
+    };
+    Ok((value, stats, g))
 }
 
 /// What one GRPO step measured.
@@ -337,8 +401,9 @@ pub struct StepContext<'a> {
 }
 
 /// One GRPO step's loss: rollouts for this step's problems (budgets drawn per problem), then
-/// [`loss`] over them.
-pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepStats)> {
+/// [`loss`] over them with its gradients ([`loss_grads`], in two halves side by side on the
+/// CPU). Returns the loss's value, the gradients and what the step measured.
+pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(f64, GradientsParams, StepStats)> {
     let StepContext {
         model,
         sampler,
@@ -406,13 +471,15 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
         })
         .collect::<Result<_>>()?;
     let rollout_seconds = started.elapsed().as_secs_f64();
-    let (total, ls) = loss(
+    let device = model.embed_tokens.weight.device();
+    let (total, ls, grads) = loss_grads(
         model,
         &rollouts,
         &LossConfig {
             clip: g.clip,
             kl: g.kl,
         },
+        crate::trainer::split_batches(&device, true),
     )?;
     let samples: Vec<(&Rollout, &RolloutSample)> = rollouts
         .iter()
@@ -444,5 +511,5 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(Tensor<1>, StepS
         tokens: ls.tokens,
         rollout_seconds,
     };
-    Ok((total, stats))
+    Ok((total, grads, stats))
 }

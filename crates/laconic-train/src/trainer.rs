@@ -449,7 +449,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
             let mut sampler = model.valid();
             sampler.pack_weights(g.rollout_format().map_err(TrainError::Invalid)?);
             let kv_policy = g.kv_policy().map_err(TrainError::Invalid)?;
-            let (l, st) = crate::grpo::step_loss(
+            let (l, grads, st) = crate::grpo::step_loss(
                 &crate::grpo::StepContext {
                     model: &model,
                     sampler: &sampler,
@@ -461,9 +461,8 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
                 },
                 step,
             )?;
-            loss = l.clone().into_scalar::<f32>() as f64;
+            loss = l;
             tokens = st.tokens;
-            let grads = GradientsParams::from_grads(l.backward(), &model);
             acc.accumulate(&model, grads);
             grpo_stats = Some(st);
         }
@@ -778,7 +777,7 @@ pub struct TrainBench {
 /// more, when nothing in the forward pass draws random numbers (no dropout), since the
 /// backend's RNG is global. Most of Burn's per-op work for one batch runs on one thread; two
 /// halves keep both cores busy (docs/BENCHMARKS.md, "Training throughput").
-fn split_batches(device: &Device, no_dropout: bool) -> bool {
+pub(crate) fn split_batches(device: &Device, no_dropout: bool) -> bool {
     no_dropout && rayon::current_num_threads() >= 2 && *device == Device::flex().autodiff()
 }
 

@@ -143,7 +143,7 @@ fn sample_logprobs(
 #[test]
 fn the_loss_is_the_token_weighted_advantage_and_a_step_follows_it() {
     use burn::optim::GradientsParams;
-    use laconic_train::grpo::{LossConfig, loss};
+    use laconic_train::grpo::{LossConfig, loss, loss_grads};
     use laconic_train::recipe::{LoraSection, OptimSection};
 
     let device = Device::flex().autodiff();
@@ -218,6 +218,26 @@ fn the_loss_is_the_token_weighted_advantage_and_a_step_follows_it() {
         moved(-1.0)
     );
     // The adapter has moved away from the reference: the KL term is now positive.
-    let (_, stats) = loss(&model, std::slice::from_ref(&r), &LossConfig::default()).expect("loss");
+    let (l, stats) = loss(&model, std::slice::from_ref(&r), &LossConfig::default()).expect("loss");
     assert!(stats.kl > 0.0);
+
+    // The samples in two halves side by side give that loss, KL and gradients too.
+    let value = l.clone().into_scalar::<f32>() as f64;
+    let whole = GradientsParams::from_grads(l.backward(), &model);
+    let rs = std::slice::from_ref(&r);
+    let (v2, s2, halves) = loss_grads(&model, rs, &LossConfig::default(), true).expect("halves");
+    assert!(
+        (value - v2).abs() <= 1e-5 * value.abs().max(1.0),
+        "{value} vs {v2}"
+    );
+    assert_eq!(s2.tokens, stats.tokens);
+    assert!(
+        (s2.kl - stats.kl).abs() <= 1e-4 * stats.kl,
+        "{} vs {}",
+        s2.kl,
+        stats.kl
+    );
+    let (compared, worst) = common::grad_difference(&model, &whole, &halves);
+    assert!(compared > 10, "LoRA gradients compared: {compared}");
+    assert!(worst < 1e-4, "gradients differ by {worst} of their scale");
 }

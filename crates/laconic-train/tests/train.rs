@@ -344,6 +344,22 @@ fn full_sft_trains_every_weight_and_lowers_the_held_out_loss() {
     assert!(!dir.path().join("run/adapter").exists());
 }
 
+/// The Llama fixture on the autodiff device with a rank-4 LoRA adapter (no dropout) on every
+/// linear layer, initialized with `seed`.
+fn lora_fixture(seed: u64) -> Model {
+    let device = Device::flex().autodiff();
+    let m = load_with(&fixture(), &device, WeightFormat::F32).expect("model");
+    let lora = LoraSection {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    laconic_train::lora::attach(m.model, &lora, seed)
+        .expect("attach")
+        .0
+}
+
 /// The head on completion positions only gives the loss and the gradients of the head on every
 /// position followed by the mask (on a padded batch of two prompts and completions).
 #[test]
@@ -353,15 +369,8 @@ fn the_completion_only_head_gives_the_masked_loss_and_gradients() {
     use laconic_train::data::{CausalBatcher, Example};
     use laconic_train::trainer::{completion_cross_entropy_sum, cross_entropy_sum, forward_logits};
 
-    let device = Device::flex().autodiff();
-    let m = load_with(&fixture(), &device, WeightFormat::F32).expect("model");
-    let lora = LoraSection {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec!["all-linear".into()],
-    };
-    let (model, _) = laconic_train::lora::attach(m.model, &lora, 3).expect("attach");
+    let model = lora_fixture(3);
+    let device = model.embed_tokens.weight.device();
     let examples = vec![
         Example {
             id: "a".into(),
@@ -387,44 +396,9 @@ fn the_completion_only_head_gives_the_masked_loss_and_gradients() {
     // Gradients of every LoRA weight agree.
     let ga = GradientsParams::from_grads(masked.backward(), &model);
     let gb = GradientsParams::from_grads(picked.backward(), &model);
-    let (compared, worst) = grad_difference(&model, &ga, &gb);
+    let (compared, worst) = common::grad_difference(&model, &ga, &gb);
     assert!(compared > 10, "LoRA gradients compared: {compared}");
     assert!(worst < 1e-3, "gradients differ by {worst} of their scale");
-}
-
-/// How many parameters have gradients in both `a` and `b`, and the largest difference of
-/// their entries relative to the largest entry of `a`'s.
-fn grad_difference(
-    model: &Model,
-    a: &burn::optim::GradientsParams,
-    b: &burn::optim::GradientsParams,
-) -> (usize, f32) {
-    struct Grads<'a> {
-        a: &'a burn::optim::GradientsParams,
-        b: &'a burn::optim::GradientsParams,
-        compared: usize,
-        worst: f32,
-    }
-    impl burn::module::ModuleVisitor for Grads<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            let (Some(x), Some(y)) = (self.a.get::<D>(param.id), self.b.get::<D>(param.id)) else {
-                return;
-            };
-            let x = x.into_data().try_into_vec::<f32>().expect("f32");
-            let y = y.into_data().try_into_vec::<f32>().expect("f32");
-            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            self.worst = self.worst.max(max_diff(&x, &y) / scale);
-            self.compared += 1;
-        }
-    }
-    let mut v = Grads {
-        a,
-        b,
-        compared: 0,
-        worst: 0.0,
-    };
-    burn::module::Module::visit(model, &mut v);
-    (v.compared, v.worst)
 }
 
 #[test]
@@ -432,15 +406,7 @@ fn two_halves_side_by_side_give_the_loss_and_gradients_of_one_batch() {
     use laconic_train::data::Example;
     use laconic_train::trainer::micro_batch_grads;
 
-    let device = Device::flex().autodiff();
-    let m = load_with(&fixture(), &device, WeightFormat::F32).expect("model");
-    let lora = LoraSection {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec!["all-linear".into()],
-    };
-    let (model, _) = laconic_train::lora::attach(m.model, &lora, 5).expect("attach");
+    let model = lora_fixture(5);
     // Five examples of different lengths: the halves (3 and 2) pad differently.
     let examples: Vec<Example> = (0..5)
         .map(|k| Example {
@@ -460,7 +426,7 @@ fn two_halves_side_by_side_give_the_loss_and_gradients_of_one_batch() {
         "one batch {l1} vs halves {l2}"
     );
     assert_eq!(t1, t2, "the same real tokens");
-    let (compared, worst) = grad_difference(&model, &g1, &g2);
+    let (compared, worst) = common::grad_difference(&model, &g1, &g2);
     assert!(compared > 10, "LoRA gradients compared: {compared}");
     assert!(worst < 1e-4, "gradients differ by {worst} of their scale");
 }

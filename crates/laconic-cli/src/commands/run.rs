@@ -489,28 +489,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else {
             mean_entries(&full_out)?
         };
-        let kb = pruned_budget(&e.kv_policy, full_entries, e.kv_fraction);
-        eval_stage(
-            &mut runner,
-            st.name,
-            gguf,
-            st.ratio,
-            st.budget,
-            Some((kb, None)),
-        )?;
-        // Student (c), the claim's, also at the sweep's shares: where its accuracy breaks.
-        if i + 1 == students.len() {
-            for &f in &e.sweep {
-                let kb = pruned_budget(&e.kv_policy, full_entries, f);
-                eval_stage(
-                    &mut runner,
-                    st.name,
-                    gguf,
-                    st.ratio,
-                    st.budget,
-                    Some((kb, Some(f))),
-                )?;
-            }
+        // The pruned cache at `kv_fraction`, and student (c), the claim's, also at the
+        // sweep's shares: where its accuracy breaks.
+        let sweep = e.sweep.iter().filter(|_| i + 1 == students.len());
+        let shares = std::iter::once((e.kv_fraction, None)).chain(sweep.map(|&f| (f, Some(f))));
+        for (f, tag) in shares {
+            let kb = pruned_budget(&e.kv_policy, full_entries, f);
+            eval_stage(
+                &mut runner,
+                st.name,
+                gguf,
+                st.ratio,
+                st.budget,
+                Some((kb, tag)),
+            )?;
         }
     }
 

@@ -36,3 +36,42 @@ pub fn addition(i: usize) -> serde_json::Value {
         "gold": format!("{}", a + b),
     })
 }
+
+/// How many parameters have gradients in both `a` and `b`, and the largest difference of
+/// their entries relative to the largest entry of `a`'s.
+pub fn grad_difference(
+    model: &laconic_infer::model::Model,
+    a: &burn::optim::GradientsParams,
+    b: &burn::optim::GradientsParams,
+) -> (usize, f32) {
+    struct Grads<'a> {
+        a: &'a burn::optim::GradientsParams,
+        b: &'a burn::optim::GradientsParams,
+        compared: usize,
+        worst: f32,
+    }
+    impl burn::module::ModuleVisitor for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::Tensor<D>>) {
+            let (Some(x), Some(y)) = (self.a.get::<D>(param.id), self.b.get::<D>(param.id)) else {
+                return;
+            };
+            let x = x.into_data().try_into_vec::<f32>().expect("f32");
+            let y = y.into_data().try_into_vec::<f32>().expect("f32");
+            let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let diff = x
+                .iter()
+                .zip(&y)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            self.worst = self.worst.max(diff / scale);
+            self.compared += 1;
+        }
+    }
+    let mut v = Grads {
+        a,
+        b,
+        compared: 0,
+        worst: 0.0,
+    };
+    burn::module::Module::visit(model, &mut v);
+    (v.compared, v.worst)
+}
