@@ -294,8 +294,9 @@ fn part_loss(
 }
 
 /// [`loss`] and its gradients, with the value of the loss. With `split`, the samples go in
-/// two halves whose passes (policy, reference, backward) run side by side and whose gradients
-/// are added: the same loss up to float rounding, a fixed split, so resume stays exact.
+/// two halves whose passes (policy, reference, backward) run one after the other and whose
+/// gradients are added: the same loss up to float rounding (side by side they would use both
+/// cores, but Burn 0.22's autodiff can deadlock then; `trainer::split_batches` says no).
 pub fn loss_grads(
     model: &Model,
     rollouts: &[Rollout],
@@ -311,8 +312,9 @@ pub fn loss_grads(
     };
     let (value, kl, g) = if split && parts.len() >= 2 {
         let (a, b) = parts.split_at(parts.len().div_ceil(2));
-        let (ga, gb) = rayon::join(|| grads(a), || grads(b));
-        let ((va, ka, ga), (vb, kb, gb)) = (ga?, gb?);
+        // One after the other: concurrent autodiff graphs over the same parameters can
+        // deadlock in Burn 0.22 (see `trainer::split_batches`).
+        let ((va, ka, ga), (vb, kb, gb)) = (grads(a)?, grads(b)?);
         let mut acc = GradientsAccumulator::<Model>::new();
         acc.accumulate(model, ga);
         acc.accumulate(model, gb);
@@ -401,8 +403,7 @@ pub struct StepContext<'a> {
 }
 
 /// One GRPO step's loss: rollouts for this step's problems (budgets drawn per problem), then
-/// [`loss`] over them with its gradients ([`loss_grads`], in two halves side by side on the
-/// CPU). Returns the loss's value, the gradients and what the step measured.
+/// [`loss`] over them with its gradients ([`loss_grads`]). Returns the loss's value, the gradients and what the step measured.
 pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(f64, GradientsParams, StepStats)> {
     let StepContext {
         model,

@@ -773,18 +773,18 @@ pub struct TrainBench {
     pub trainable_params: usize,
 }
 
-/// Whether a micro-batch trains as two halves side by side: on the CPU with two threads or
-/// more, when nothing in the forward pass draws random numbers (no dropout), since the
-/// backend's RNG is global. Most of Burn's per-op work for one batch runs on one thread; two
-/// halves keep both cores busy (docs/BENCHMARKS.md, "Training throughput").
-pub(crate) fn split_batches(device: &Device, no_dropout: bool) -> bool {
-    no_dropout && rayon::current_num_threads() >= 2 && *device == Device::flex().autodiff()
+/// Whether a micro-batch trains as two halves side by side. Never, for now: with Burn 0.22,
+/// two threads building autodiff graphs over the same parameters can deadlock on the graph
+/// locks (seen in CI: `burn_autodiff::runtime::graph` mutexes taken in opposite orders), so
+/// the halves of [`micro_batch_grads`] run one after the other and training keeps one batch.
+pub(crate) fn split_batches(_device: &Device, _no_dropout: bool) -> bool {
+    false
 }
 
 /// The gradients of a micro-batch's completion cross-entropy, summed and divided by `denom`:
-/// in one pass, or (`split`) as two halves whose forward and backward passes run side by
-/// side and whose gradients are added (the same loss; halves pad only to their own longest
-/// sequence). Deterministic either way: the halves are a fixed split, added in order.
+/// in one pass, or (`split`) as two halves whose forward and backward passes run one after the
+/// other and whose gradients are added (the same loss; halves pad only to their own longest
+/// sequence; see [`split_batches`] for why not side by side). Deterministic either way.
 /// Returns the loss, the real tokens and the gradients.
 pub fn micro_batch_grads(
     model: &Model,
@@ -805,7 +805,8 @@ pub fn micro_batch_grads(
     if split && items.len() >= 2 {
         let mut a = items;
         let b = a.split_off(a.len().div_ceil(2));
-        let (ga, gb) = rayon::join(|| grads(a), || grads(b));
+        // One after the other: see [`split_batches`].
+        let (ga, gb) = (grads(a), grads(b));
         let mut acc = GradientsAccumulator::<Model>::new();
         acc.accumulate(model, ga.2);
         acc.accumulate(model, gb.2);

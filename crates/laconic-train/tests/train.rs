@@ -186,8 +186,7 @@ fn lora_training_lowers_the_held_out_loss_and_the_adapter_round_trips() {
 
 #[test]
 fn a_stopped_run_resumes_to_the_same_weights_bit_for_bit() {
-    // With dropout (one batch per micro-batch, the global RNG seeded per micro-batch) and
-    // without (micro-batches train as two halves side by side on the CPU).
+    // With dropout (the global RNG seeded per micro-batch) and without.
     for dropout in [0.1, 0.0] {
         stopped_run_resumes_exactly(dropout);
     }
@@ -402,7 +401,7 @@ fn the_completion_only_head_gives_the_masked_loss_and_gradients() {
 }
 
 #[test]
-fn two_halves_side_by_side_give_the_loss_and_gradients_of_one_batch() {
+fn two_halves_give_the_loss_and_gradients_of_one_batch() {
     use laconic_train::data::Example;
     use laconic_train::trainer::micro_batch_grads;
 
