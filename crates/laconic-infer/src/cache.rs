@@ -14,17 +14,55 @@ use burn::prelude::*;
 /// Every KV head holds the same number of entries, but per-head eviction
 /// ([`LayerCache::retain_per_head`]) may keep different positions in different heads, so
 /// positions are recorded per head.
+///
+/// Keys and values live in buffers `[batch, kv_heads, capacity, head_dim]` with room beyond
+/// the kept entries, so that appending a token writes it in place instead of copying the whole
+/// cache (as `Tensor::cat` would, every token); [`LayerCache::keys`] and
+/// [`LayerCache::values`] are views of the kept prefix, which the decoder's attention reads
+/// through strided matrix products. Under autodiff the buffers hold exactly the kept entries.
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
     keys: Option<Tensor<4>>,
     values: Option<Tensor<4>>,
+    /// Entries in use at the front of the buffers' third axis.
+    len: usize,
     /// `positions[h][i]`: original position of entry `i` of KV head `h`.
     positions: Vec<Vec<usize>>,
 }
 
+/// Room left after the kept entries when a buffer is (re)allocated: a quarter more, at least
+/// 64 entries, so a growing cache is copied about once per quarter of its length and an
+/// evicting one (budget + buffer) not at all between evictions.
+fn slack(len: usize) -> usize {
+    (len / 4).max(64)
+}
+
+/// The first `len` entries of a buffer, as a view.
+fn prefix(t: &Tensor<4>, len: usize) -> Tensor<4> {
+    let [b, h, cap, d] = t.dims();
+    if cap == len {
+        t.clone()
+    } else {
+        t.clone().slice([0..b, 0..h, 0..len, 0..d])
+    }
+}
+
+/// A buffer holding `entries` `[b, h, len, d]` with room for more, where writing in place
+/// pays (not under autodiff, where the entries are kept as they are).
+fn with_room(entries: Tensor<4>) -> Tensor<4> {
+    let [b, h, len, d] = entries.dims();
+    let device = entries.device();
+    if device.is_autodiff() {
+        return entries;
+    }
+    let cap = len + slack(len);
+    Tensor::<4>::zeros([b, h, cap, d], &device).slice_assign([0..b, 0..h, 0..len, 0..d], entries)
+}
+
 impl LayerCache {
     /// Appends keys and values `[b, kv_heads, s, head_dim]` at `positions` (`s` of them) and
-    /// returns the whole cache of the layer, old entries first.
+    /// returns the whole cache of the layer, old entries first (views of the buffers: drop
+    /// them before the next append, or that append copies the buffers).
     pub fn append(
         &mut self,
         keys: Tensor<4>,
@@ -32,26 +70,39 @@ impl LayerCache {
         positions: &[usize],
     ) -> (Tensor<4>, Tensor<4>) {
         debug_assert_eq!(keys.dims()[2], positions.len());
+        let [b, heads, s, d] = keys.dims();
+        let len = self.len;
         let (k, v) = match (self.keys.take(), self.values.take()) {
-            (Some(k0), Some(v0)) => (
-                Tensor::cat(vec![k0, keys], 2),
-                Tensor::cat(vec![v0, values], 2),
-            ),
-            _ => (keys, values),
+            (Some(k0), Some(v0)) if k0.dims()[2] >= len + s => {
+                // Room left: write in place (the buffer is not shared once last step's views
+                // are gone).
+                let at = [0..b, 0..heads, len..len + s, 0..d];
+                (
+                    k0.slice_assign(at.clone(), keys),
+                    v0.slice_assign(at, values),
+                )
+            }
+            (Some(k0), Some(v0)) => {
+                let k = Tensor::cat(vec![prefix(&k0, len), keys], 2);
+                let v = Tensor::cat(vec![prefix(&v0, len), values], 2);
+                (with_room(k), with_room(v))
+            }
+            _ => (with_room(keys), with_room(values)),
         };
-        let heads = k.dims()[1];
-        self.keys = Some(k.clone());
-        self.values = Some(v.clone());
+        self.len = len + s;
+        let out = (prefix(&k, self.len), prefix(&v, self.len));
+        self.keys = Some(k);
+        self.values = Some(v);
         self.positions.resize(heads, Vec::new());
         for p in &mut self.positions {
             p.extend_from_slice(positions);
         }
-        (k, v)
+        out
     }
 
     /// Number of kept entries (per KV head; every head holds the same number).
     pub fn len(&self) -> usize {
-        self.positions.first().map_or(0, Vec::len)
+        self.len
     }
 
     /// Whether the layer holds nothing.
@@ -75,14 +126,14 @@ impl LayerCache {
         &self.positions[head]
     }
 
-    /// The cached keys `[b, kv_heads, len, head_dim]`, if any.
-    pub fn keys(&self) -> Option<&Tensor<4>> {
-        self.keys.as_ref()
+    /// The cached keys `[b, kv_heads, len, head_dim]`, if any (a view of the buffer).
+    pub fn keys(&self) -> Option<Tensor<4>> {
+        self.keys.as_ref().map(|t| prefix(t, self.len))
     }
 
-    /// The cached values `[b, kv_heads, len, head_dim]`, if any.
-    pub fn values(&self) -> Option<&Tensor<4>> {
-        self.values.as_ref()
+    /// The cached values `[b, kv_heads, len, head_dim]`, if any (a view of the buffer).
+    pub fn values(&self) -> Option<Tensor<4>> {
+        self.values.as_ref().map(|t| prefix(t, self.len))
     }
 
     /// Keeps only the entries at `indices` (cache order, strictly ascending) in every head.
@@ -129,20 +180,22 @@ impl LayerCache {
         for (pos, idx) in self.positions.iter_mut().zip(per_head) {
             *pos = idx.iter().map(|&i| pos[i]).collect();
         }
+        self.len = keep;
         let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
             return;
         };
         if keep == 0 {
             return;
         }
+        let (k, v) = (prefix(&k, len), prefix(&v, len));
         let [b, heads, _, d] = k.dims();
         let device = k.device();
         let same = per_head.windows(2).all(|w| w[0] == w[1]);
         if same {
             let idx: Vec<i32> = per_head[0].iter().map(|&i| i as i32).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep]), &device);
-            self.keys = Some(k.select(2, idx.clone()));
-            self.values = Some(v.select(2, idx));
+            self.keys = Some(with_room(k.select(2, idx.clone())));
+            self.values = Some(with_room(v.select(2, idx)));
         } else {
             // Per-head gather: index [b, heads, keep, d], each row repeating its entry index.
             let mut idx = Vec::with_capacity(b * heads * keep * d);
@@ -155,23 +208,30 @@ impl LayerCache {
             }
             let idx =
                 Tensor::<4, Int>::from_data(TensorData::new(idx, [b, heads, keep, d]), &device);
-            self.keys = Some(k.gather(2, idx.clone()));
-            self.values = Some(v.gather(2, idx));
+            self.keys = Some(with_room(k.gather(2, idx.clone())));
+            self.values = Some(with_room(v.gather(2, idx)));
         }
     }
 
     /// Repeats a batch-1 cache `n` times along the batch, so that `n` sequences continue
     /// from one shared prompt.
     pub fn repeat_batch(&mut self, n: usize) {
-        self.keys = self.keys.take().map(|k| k.repeat_dim(0, n));
-        self.values = self.values.take().map(|v| v.repeat_dim(0, n));
+        let len = self.len;
+        let repeat = |t: Option<Tensor<4>>| t.map(|t| with_room(prefix(&t, len).repeat_dim(0, n)));
+        self.keys = repeat(self.keys.take());
+        self.values = repeat(self.values.take());
     }
 
-    /// Bytes held by keys and values.
+    /// Bytes held by the kept keys and values (the buffers' spare room, at most a quarter
+    /// more or 64 entries, is not counted: it is what an implementation with in-place
+    /// appends needs, not what the policy keeps).
     pub fn bytes(&self) -> usize {
         let size = |t: &Option<Tensor<4>>| {
             t.as_ref()
-                .map(|t| t.shape().num_elements() * t.dtype().size())
+                .map(|t| {
+                    let [b, h, _, d] = t.dims();
+                    b * h * self.len * d * t.dtype().size()
+                })
                 .unwrap_or(0)
         };
         size(&self.keys) + size(&self.values)
@@ -302,8 +362,8 @@ mod tests {
             assert_eq!(layer.bytes(), 2 * 4 * 4);
             layer.retain(&[0, 3]);
             assert_eq!(layer.positions(), [0, 3]);
-            assert_eq!(read(layer.keys().unwrap()), [0., 3.]);
-            assert_eq!(read(layer.values().unwrap()), [10., 13.]);
+            assert_eq!(read(&layer.keys().unwrap()), [0., 3.]);
+            assert_eq!(read(&layer.values().unwrap()), [10., 13.]);
             cache.advance(4);
             assert_eq!(cache.next_position(), 4);
             assert_eq!(cache.len(), 2);
@@ -338,13 +398,48 @@ mod tests {
         assert_eq!(layer.head_positions(0), [5, 8]);
         assert_eq!(layer.head_positions(1), [6, 7]);
         assert_eq!(
-            read(layer.keys().unwrap()),
+            read(&layer.keys().unwrap()),
             [0., -0., 3., -3., 11., -11., 12., -12.]
         );
         assert_eq!(
-            read(layer.values().unwrap()),
+            read(&layer.values().unwrap()),
             [0., -0., 3., -3., 11., -11., 12., -12.]
         );
         assert_eq!(layer.len(), 2);
+    }
+
+    #[test]
+    fn appends_in_place_grow_past_the_spare_room_and_leave_clones_alone() {
+        let device = Device::flex();
+        let mut layer = LayerCache::default();
+        let mut snapshot = None;
+        // 300 one-entry appends: the buffer is reallocated several times (room for a quarter
+        // more, at least 64) and written in place in between.
+        for i in 0..300 {
+            let (k, v) = layer.append(
+                entries(&[i as f32], &device),
+                entries(&[-(i as f32)], &device),
+                &[i],
+            );
+            assert_eq!(k.dims()[2], i + 1);
+            assert_eq!(read(&v)[i], -(i as f32));
+            if i == 99 {
+                snapshot = Some(layer.clone());
+            }
+        }
+        let want: Vec<f32> = (0..300).map(|i| i as f32).collect();
+        assert_eq!(read(&layer.keys().unwrap()), want);
+        assert_eq!(layer.len(), 300);
+        // Only kept entries count, not the spare room.
+        assert_eq!(layer.bytes(), 2 * 300 * 4);
+        // A clone taken earlier still holds its own 100 entries (copy on write).
+        let snapshot = snapshot.unwrap();
+        assert_eq!(read(&snapshot.keys().unwrap()), want[..100].to_vec());
+        // Eviction then appending again keeps the order.
+        layer.retain(&[0, 150, 299]);
+        layer.append(entries(&[7.0], &device), entries(&[-7.0], &device), &[300]);
+        assert_eq!(read(&layer.keys().unwrap()), [0., 150., 299., 7.]);
+        assert_eq!(read(&layer.values().unwrap()), [-0., -150., -299., -7.]);
+        assert_eq!(layer.positions(), [0, 150, 299, 300]);
     }
 }

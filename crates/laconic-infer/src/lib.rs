@@ -41,6 +41,7 @@ pub mod policy;
 pub mod qmatrix;
 pub mod rope;
 pub mod safetensors;
+pub mod spin;
 pub mod tokenizer;
 pub mod weights;
 

@@ -360,7 +360,20 @@ impl Attention {
         let k = Rope::apply(k.swap_dims(1, 2), rope.0, rope.1);
         let (k, v) = cache.append(k, v, positions);
         let n_rep = h / kv;
-        let (out, weights) = if want_weights {
+        let (out, weights) = if s == 1 && !q.device().is_autodiff() {
+            // One new token (decode): each KV head's n_rep query heads as the rows of one
+            // product, reading the cache buffers through strided matrix products, without
+            // copying the cache (the fused kernel would make keys and values contiguous) or
+            // repeating it per query head.
+            let len = k.dims()[2];
+            let scores = q
+                .reshape([b, kv, n_rep, d])
+                .matmul(k.swap_dims(2, 3))
+                .mul_scalar(1.0 / (d as f64).sqrt());
+            let w = softmax(scores, 3);
+            let out = w.clone().matmul(v).reshape([b, h, 1, d]);
+            (out, want_weights.then(|| w.reshape([b, h, 1, len])))
+        } else if want_weights {
             let k = repeat_kv(k, n_rep);
             let v = repeat_kv(v, n_rep);
             let len = k.dims()[2];
