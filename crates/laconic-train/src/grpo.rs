@@ -7,7 +7,7 @@
 //! the frozen reference (the base with the adapter switched off). The `method = "grpo"`
 //! training loop and recipe that put the two together come next.
 
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig};
 use laconic_infer::model::Model;
@@ -293,35 +293,18 @@ fn part_loss(
     Ok((per_token.sum().div_scalar(tokens.max(1) as f64), kl_sum))
 }
 
-/// [`loss`] and its gradients, with the value of the loss. With `split`, the samples go in
-/// two halves whose passes (policy, reference, backward) run one after the other and whose
-/// gradients are added: the same loss up to float rounding (side by side they would use both
-/// cores, but Burn 0.22's autodiff can deadlock then; `trainer::split_batches` says no).
+/// [`loss`] and its gradients, with the value of the loss, in one forward and backward pass
+/// over every sample (one thread: see `trainer::micro_batch_grads` for why not two).
 pub fn loss_grads(
     model: &Model,
     rollouts: &[Rollout],
     config: &LossConfig,
-    split: bool,
 ) -> Result<(f64, LossStats, GradientsParams)> {
     let parts = loss_examples(rollouts)?;
     let tokens: usize = parts.iter().map(|p| p.0.target_tokens()).sum();
-    let grads = |part: &[(crate::data::Example, f32)]| -> Result<(f64, f64, GradientsParams)> {
-        let (l, kl) = part_loss(model, part, tokens, config)?;
-        let value = l.clone().into_scalar::<f32>() as f64;
-        Ok((value, kl, GradientsParams::from_grads(l.backward(), model)))
-    };
-    let (value, kl, g) = if split && parts.len() >= 2 {
-        let (a, b) = parts.split_at(parts.len().div_ceil(2));
-        // One after the other: concurrent autodiff graphs over the same parameters can
-        // deadlock in Burn 0.22 (see `trainer::split_batches`).
-        let ((va, ka, ga), (vb, kb, gb)) = (grads(a)?, grads(b)?);
-        let mut acc = GradientsAccumulator::<Model>::new();
-        acc.accumulate(model, ga);
-        acc.accumulate(model, gb);
-        (va + vb, ka + kb, acc.grads())
-    } else {
-        grads(&parts)?
-    };
+    let (l, kl) = part_loss(model, &parts, tokens, config)?;
+    let value = l.clone().into_scalar::<f32>() as f64;
+    let g = GradientsParams::from_grads(l.backward(), model);
     let stats = LossStats {
         tokens,
         kl: kl / tokens.max(1) as f64,
@@ -472,7 +455,6 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(f64, GradientsPa
         })
         .collect::<Result<_>>()?;
     let rollout_seconds = started.elapsed().as_secs_f64();
-    let device = model.embed_tokens.weight.device();
     let (total, ls, grads) = loss_grads(
         model,
         &rollouts,
@@ -480,7 +462,6 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(f64, GradientsPa
             clip: g.clip,
             kl: g.kl,
         },
-        crate::trainer::split_batches(&device, true),
     )?;
     let samples: Vec<(&Rollout, &RolloutSample)> = rollouts
         .iter()

@@ -423,10 +423,6 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
     let elapsed_before = state.elapsed_s;
     let o = &recipe.optim;
     let stop_at = options.stop_after.unwrap_or(total).min(total);
-    let split = split_batches(
-        &device,
-        recipe.lora.as_ref().is_none_or(|l| l.dropout == 0.0),
-    );
     while state.step < stop_at {
         let step = state.step;
         let lr = learning_rate(step, total, o.lr, o.warmup_steps, o.min_lr_ratio);
@@ -467,13 +463,6 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
             grpo_stats = Some(st);
         }
         for (k, items) in micro.into_iter().enumerate() {
-            if split && teacher.is_none() {
-                let (l, t, grads) = micro_batch_grads(&model, items, denom, true);
-                loss += l;
-                tokens += t;
-                acc.accumulate(&model, grads);
-                continue;
-            }
             let batch = CausalBatcher.batch(items.clone(), &device);
             tokens += batch.tokens;
             // The backend's RNG is global: hold it from the seed through the forward pass
@@ -773,47 +762,25 @@ pub struct TrainBench {
     pub trainable_params: usize,
 }
 
-/// Whether a micro-batch trains as two halves side by side. Never, for now: with Burn 0.22,
-/// two threads building autodiff graphs over the same parameters can deadlock on the graph
-/// locks (seen in CI: `burn_autodiff::runtime::graph` mutexes taken in opposite orders), so
-/// the halves of [`micro_batch_grads`] run one after the other and training keeps one batch.
-pub(crate) fn split_batches(_device: &Device, _no_dropout: bool) -> bool {
-    false
-}
-
-/// The gradients of a micro-batch's completion cross-entropy, summed and divided by `denom`:
-/// in one pass, or (`split`) as two halves whose forward and backward passes run one after the
-/// other and whose gradients are added (the same loss; halves pad only to their own longest
-/// sequence; see [`split_batches`] for why not side by side). Deterministic either way.
-/// Returns the loss, the real tokens and the gradients.
+/// The gradients of a micro-batch's completion cross-entropy, summed and divided by `denom`,
+/// in one forward and backward pass. Returns the loss, the real tokens and the gradients.
+///
+/// One batch on one thread: two halves on two threads would use the second core, but with
+/// Burn 0.22 two threads building autodiff graphs over the same parameters can deadlock on the
+/// graph locks (seen in CI, 2026-12-01), so training keeps one batch (docs/BENCHMARKS.md).
 pub fn micro_batch_grads(
     model: &Model,
     items: Vec<Example>,
     denom: usize,
-    split: bool,
 ) -> (f64, usize, GradientsParams) {
     let device = model.embed_tokens.weight.device();
-    let grads = |items: Vec<Example>| {
-        let batch = CausalBatcher.batch(items, &device);
-        let l = batch_loss(model, &batch, denom.max(1) as f64, true);
-        (
-            l.clone().into_scalar::<f32>() as f64,
-            batch.tokens,
-            GradientsParams::from_grads(l.backward(), model),
-        )
-    };
-    if split && items.len() >= 2 {
-        let mut a = items;
-        let b = a.split_off(a.len().div_ceil(2));
-        // One after the other: see [`split_batches`].
-        let (ga, gb) = (grads(a), grads(b));
-        let mut acc = GradientsAccumulator::<Model>::new();
-        acc.accumulate(model, ga.2);
-        acc.accumulate(model, gb.2);
-        (ga.0 + gb.0, ga.1 + gb.1, acc.grads())
-    } else {
-        grads(items)
-    }
+    let batch = CausalBatcher.batch(items, &device);
+    let l = batch_loss(model, &batch, denom.max(1) as f64, true);
+    (
+        l.clone().into_scalar::<f32>() as f64,
+        batch.tokens,
+        GradientsParams::from_grads(l.backward(), model),
+    )
 }
 
 /// Times forward, backward and AdamW steps of `model` (already prepared: LoRA attached or
@@ -826,7 +793,6 @@ pub fn bench_steps(
     steps: usize,
 ) -> TrainBench {
     use rand::{Rng, SeedableRng};
-    let device = model.embed_tokens.weight.device();
     let vocab = model.config().vocab_size as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let trainable_params = trainable_numel(&model);
@@ -843,7 +809,7 @@ pub fn bench_steps(
             .collect();
         let started = Instant::now();
         let denom: usize = items.iter().map(Example::target_tokens).sum();
-        let (_, _, grads) = micro_batch_grads(&model, items, denom, split_batches(&device, true));
+        let (_, _, grads) = micro_batch_grads(&model, items, denom);
         let (m, _) = optim.step(1e-5, model, grads);
         model = m;
         // Make sure the step finished (backends may be lazy).

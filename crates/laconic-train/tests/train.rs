@@ -399,33 +399,3 @@ fn the_completion_only_head_gives_the_masked_loss_and_gradients() {
     assert!(compared > 10, "LoRA gradients compared: {compared}");
     assert!(worst < 1e-3, "gradients differ by {worst} of their scale");
 }
-
-#[test]
-fn two_halves_give_the_loss_and_gradients_of_one_batch() {
-    use laconic_train::data::Example;
-    use laconic_train::trainer::micro_batch_grads;
-
-    let model = lora_fixture(5);
-    // Five examples of different lengths: the halves (3 and 2) pad differently.
-    let examples: Vec<Example> = (0..5)
-        .map(|k| Example {
-            id: format!("e{k}"),
-            ids: (1..=(9 + 4 * k))
-                .map(|i| (i * (7 + k) % 250 + 3) as u32)
-                .collect(),
-            prompt_len: 3 + k,
-        })
-        .collect();
-    let denom: usize = examples.iter().map(Example::target_tokens).sum();
-    let (l1, t1, g1) = micro_batch_grads(&model, examples.clone(), denom, false);
-    let (l2, t2, g2) = micro_batch_grads(&model, examples, denom, true);
-    assert!(l1 > 1.0, "a real loss: {l1}");
-    assert!(
-        (l1 - l2).abs() <= 1e-5 * l1,
-        "one batch {l1} vs halves {l2}"
-    );
-    assert_eq!(t1, t2, "the same real tokens");
-    let (compared, worst) = common::grad_difference(&model, &g1, &g2);
-    assert!(compared > 10, "LoRA gradients compared: {compared}");
-    assert!(worst < 1e-4, "gradients differ by {worst} of their scale");
-}
