@@ -43,7 +43,8 @@ struct KvArgs {
     /// Entries each layer keeps (per KV head) under h2o, snapkv and rkv; sink + window for window.
     #[arg(long)]
     kv_budget: Option<usize>,
-    /// Attention-sink entries always kept by the window policy (default 4).
+    /// Attention-sink entries (the first positions) always kept: window (default 4), h2o and
+    /// rkv (default 0; part of the budget).
     #[arg(long)]
     kv_sink: Option<usize>,
     /// Recent entries always kept (h2o default budget/2; snapkv observation window, default 16;

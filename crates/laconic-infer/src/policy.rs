@@ -49,6 +49,9 @@ pub enum KvPolicyConfig {
         budget: usize,
         /// Most recent entries always kept (part of the budget).
         window: usize,
+        /// Entries at the first positions always kept, as attention sinks (part of the
+        /// budget; 0 unless `--kv-sink` asks).
+        sink: usize,
     },
     /// One-shot prompt compression by an observation window.
     SnapKv {
@@ -69,6 +72,9 @@ pub enum KvPolicyConfig {
         window: usize,
         /// Weight of importance against redundancy.
         lambda: f32,
+        /// Entries at the first positions always kept, as attention sinks (part of the
+        /// budget; 0 unless `--kv-sink` asks).
+        sink: usize,
     },
 }
 
@@ -107,6 +113,7 @@ impl KvPolicyConfig {
                 Self::H2o {
                     budget,
                     window: window.unwrap_or(budget / 2),
+                    sink: sink.unwrap_or(0),
                 }
             }
             "snapkv" => Self::SnapKv {
@@ -121,6 +128,7 @@ impl KvPolicyConfig {
                     buffer: buffer.unwrap_or(budget / 4).max(1),
                     window: window.unwrap_or(8),
                     lambda: 0.1,
+                    sink: sink.unwrap_or(0),
                 }
             }
             other => {
@@ -141,7 +149,20 @@ impl KvPolicyConfig {
             Self::Window { sink, window } if sink + window == 0 => {
                 bad("window policy keeps nothing".into())
             }
-            Self::H2o { budget, window }
+            Self::H2o {
+                budget,
+                window,
+                sink,
+            }
+            | Self::Rkv {
+                budget,
+                window,
+                sink,
+                ..
+            } if sink + window > budget => bad(format!(
+                "--kv-sink ({sink}) plus --kv-window ({window}) must not exceed --kv-budget ({budget})"
+            )),
+            Self::H2o { budget, window, .. }
             | Self::SnapKv { budget, window, .. }
             | Self::Rkv { budget, window, .. }
                 if window > budget || budget == 0 =>
@@ -162,9 +183,14 @@ impl KvPolicyConfig {
         match *self {
             Self::Full => Box::new(Full),
             Self::Window { sink, window } => Box::new(Window { sink, window }),
-            Self::H2o { budget, window } => Box::new(H2o {
+            Self::H2o {
                 budget,
                 window,
+                sink,
+            } => Box::new(H2o {
+                budget,
+                window,
+                sink,
                 scores: vec![Vec::new(); num_layers],
             }),
             Self::SnapKv {
@@ -181,11 +207,13 @@ impl KvPolicyConfig {
                 buffer,
                 window,
                 lambda,
+                sink,
             } => Box::new(Rkv {
                 budget,
                 buffer,
                 window,
                 lambda,
+                sink,
                 recent: vec![Vec::new(); num_layers],
             }),
         }
@@ -267,6 +295,25 @@ fn head_scores(
 }
 
 /// Indices (ascending) of the `keep` best of `candidates` by `score`, plus `always`.
+/// `score` with the entries at original positions below `sink` raised above every other, so
+/// that [`top_plus`] keeps them (attention sinks, as StreamingLLM keeps them).
+fn with_sinks<'a>(
+    score: &'a [f32],
+    positions: &[usize],
+    sink: usize,
+) -> std::borrow::Cow<'a, [f32]> {
+    if sink == 0 || positions.first().is_none_or(|&p| p >= sink) {
+        return std::borrow::Cow::Borrowed(score);
+    }
+    let mut s = score.to_vec();
+    for (v, &p) in s.iter_mut().zip(positions) {
+        if p < sink {
+            *v = f32::INFINITY;
+        }
+    }
+    std::borrow::Cow::Owned(s)
+}
+
 fn top_plus(
     score: &[f32],
     candidates: std::ops::Range<usize>,
@@ -327,6 +374,7 @@ impl KvPolicy for Window {
 struct H2o {
     budget: usize,
     window: usize,
+    sink: usize,
     /// `scores[layer][kv_head][entry]`, aligned with the cache.
     scores: Vec<Vec<Vec<f32>>>,
 }
@@ -362,9 +410,10 @@ impl KvPolicy for H2o {
         let recent = len - self.window..len;
         let keep: Vec<Vec<usize>> = acc
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(h, s)| {
                 top_plus(
-                    s,
+                    &with_sinks(s, cache.head_positions(h), self.sink),
                     0..len - self.window,
                     self.budget - self.window,
                     recent.clone(),
@@ -436,6 +485,7 @@ struct Rkv {
     buffer: usize,
     window: usize,
     lambda: f32,
+    sink: usize,
     /// `recent[layer][kv_head]`: attention rows of the last `window` queries, newest last,
     /// each as long as the cache is now.
     recent: Vec<Vec<Vec<Vec<f32>>>>,
@@ -548,7 +598,7 @@ impl KvPolicy for Rkv {
                     .map(|(i, r)| self.lambda * i - (1.0 - self.lambda) * r)
                     .collect();
                 top_plus(
-                    &score,
+                    &with_sinks(&score, cache.head_positions(h), self.sink),
                     0..len - self.window,
                     self.budget - self.window,
                     len - self.window..len,
@@ -639,6 +689,7 @@ mod tests {
         let mut p = KvPolicyConfig::H2o {
             budget: 4,
             window: 2,
+            sink: 0,
         }
         .build(1);
         let a = attention(4, 6, 6, |h| if h < 2 { vec![1, 3] } else { vec![0, 2] });
@@ -709,6 +760,7 @@ mod tests {
             buffer: 2,
             window: 2,
             lambda: 1.0,
+            sink: 0,
         }
         .build(1);
         p.observe(0, &mut c, Some(&attention(2, 6, 6, |_| vec![1, 2])), 6);
@@ -728,6 +780,7 @@ mod tests {
             buffer: 2,
             window: 2,
             lambda: 0.0,
+            sink: 0,
         }
         .build(1);
         p.observe(0, &mut c, Some(&attention(2, 6, 6, |_| vec![0])), 6);
@@ -736,6 +789,50 @@ mod tests {
         let mut c = layer(5, 1, 4, |_, i| one_hot(i));
         p.observe(0, &mut c, Some(&attention(2, 5, 5, |_| vec![0])), 5);
         assert_eq!(c.len(), 5);
+    }
+
+    #[test]
+    fn sinks_keep_the_first_positions_under_h2o_and_rkv() {
+        // The queries favour entries 2 and 3; one sink keeps position 0 in their place
+        // (budget 4 = 1 sink + 1 heavy hitter + 2 recent).
+        let a = attention(2, 6, 6, |_| vec![2, 3]);
+        for cfg in [
+            KvPolicyConfig::H2o {
+                budget: 4,
+                window: 2,
+                sink: 1,
+            },
+            KvPolicyConfig::Rkv {
+                budget: 4,
+                buffer: 2,
+                window: 2,
+                lambda: 1.0,
+                sink: 1,
+            },
+        ] {
+            let mut c = layer(6, 1, 4, |_, i| one_hot(i));
+            let mut p = cfg.build(1);
+            p.observe(0, &mut c, Some(&a), 6);
+            assert_eq!(c.positions(), [0, 2, 4, 5], "{cfg:?}");
+            // Once kept, a sink stays: evicting again (rkv after its buffer refills) keeps 0.
+        }
+        let mut c = layer(6, 1, 4, |_, i| one_hot(i));
+        let mut p = KvPolicyConfig::H2o {
+            budget: 4,
+            window: 2,
+            sink: 0,
+        }
+        .build(1);
+        p.observe(0, &mut c, Some(&a), 6);
+        assert_eq!(
+            c.positions(),
+            [2, 3, 4, 5],
+            "without a sink the heavy hitters stay"
+        );
+        // Sinks and the recent window must fit the budget.
+        let e = KvPolicyConfig::from_flags("rkv", Some(8), Some(4), Some(6), None).unwrap_err();
+        assert!(e.to_string().contains("--kv-sink"), "{e}");
+        assert!(KvPolicyConfig::from_flags("h2o", Some(8), Some(4), Some(4), None).is_ok());
     }
 
     #[test]

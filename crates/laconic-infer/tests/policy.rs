@@ -19,6 +19,7 @@ fn policies(budget: usize) -> Vec<KvPolicyConfig> {
         KvPolicyConfig::H2o {
             budget,
             window: budget / 2,
+            sink: 4,
         },
         KvPolicyConfig::SnapKv {
             budget,
@@ -30,6 +31,14 @@ fn policies(budget: usize) -> Vec<KvPolicyConfig> {
             buffer: budget / 4,
             window: 8,
             lambda: 0.1,
+            sink: 0,
+        },
+        KvPolicyConfig::Rkv {
+            budget,
+            buffer: budget / 4,
+            window: 8,
+            lambda: 0.1,
+            sink: 4,
         },
     ]
 }
@@ -123,6 +132,23 @@ fn the_cache_stays_within_budget_and_keeps_positions() {
                         "{p:?}: the newest entry was evicted"
                     );
                 }
+            }
+        }
+        // Attention sinks survive every eviction.
+        let sink = match p {
+            KvPolicyConfig::Window { sink, .. }
+            | KvPolicyConfig::H2o { sink, .. }
+            | KvPolicyConfig::Rkv { sink, .. } => sink,
+            _ => 0,
+        };
+        for l in 0..cache.num_layers() {
+            for h in 0..cache.layer(l).num_heads() {
+                let pos = cache.layer(l).head_positions(h);
+                assert_eq!(
+                    pos[..sink],
+                    (0..sink).collect::<Vec<_>>(),
+                    "{p:?}: a sink was evicted"
+                );
             }
         }
         match p {

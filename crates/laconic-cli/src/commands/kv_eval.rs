@@ -41,6 +41,10 @@ pub struct KvEvalArgs {
     /// Budgets in entries per head (comma-separated).
     #[arg(long, default_value = "64,128,256", value_delimiter = ',')]
     budgets: Vec<usize>,
+    /// Attention sinks for window, h2o and rkv, as `--kv-sink` sets them (default: window 4,
+    /// h2o and rkv 0).
+    #[arg(long)]
+    kv_sink: Option<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -191,7 +195,7 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
             configs.push((
                 p.clone(),
                 b,
-                KvPolicyConfig::from_flags(p, Some(b), None, None, None)?,
+                KvPolicyConfig::from_flags(p, Some(b), args.kv_sink, None, None)?,
             ));
         }
     }
