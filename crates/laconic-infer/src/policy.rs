@@ -814,7 +814,6 @@ mod tests {
             let mut p = cfg.build(1);
             p.observe(0, &mut c, Some(&a), 6);
             assert_eq!(c.positions(), [0, 2, 4, 5], "{cfg:?}");
-            // Once kept, a sink stays: evicting again (rkv after its buffer refills) keeps 0.
         }
         let mut c = layer(6, 1, 4, |_, i| one_hot(i));
         let mut p = KvPolicyConfig::H2o {
