@@ -187,15 +187,26 @@ impl LayerCache {
         if keep == 0 {
             return;
         }
-        let (k, v) = (prefix(&k, len), prefix(&v, len));
         let [b, heads, _, d] = k.dims();
         let device = k.device();
+        // The kept entries go back into the front of the same buffers (in place, as appends
+        // do), so an eviction allocates nothing beyond the picked entries; a buffer with more
+        // spare room than a fresh one would have (SnapKV halving a long prompt) is replaced.
+        let compact = |buf: Tensor<4>, pick: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let picked = pick(prefix(&buf, len));
+            if device.is_autodiff() || buf.dims()[2] > keep + slack(keep) {
+                with_room(picked)
+            } else {
+                buf.slice_assign([0..b, 0..heads, 0..keep, 0..d], picked)
+            }
+        };
         let same = per_head.windows(2).all(|w| w[0] == w[1]);
         if same {
             let idx: Vec<i32> = per_head[0].iter().map(|&i| i as i32).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep]), &device);
-            self.keys = Some(with_room(k.select(2, idx.clone())));
-            self.values = Some(with_room(v.select(2, idx)));
+            let pick = |t: Tensor<4>| t.select(2, idx.clone());
+            self.keys = Some(compact(k, &pick));
+            self.values = Some(compact(v, &pick));
         } else {
             // Per-head gather: index [b, heads, keep, d], each row repeating its entry index.
             let mut idx = Vec::with_capacity(b * heads * keep * d);
@@ -208,8 +219,9 @@ impl LayerCache {
             }
             let idx =
                 Tensor::<4, Int>::from_data(TensorData::new(idx, [b, heads, keep, d]), &device);
-            self.keys = Some(with_room(k.gather(2, idx.clone())));
-            self.values = Some(with_room(v.gather(2, idx)));
+            let pick = |t: Tensor<4>| t.gather(2, idx.clone());
+            self.keys = Some(compact(k, &pick));
+            self.values = Some(compact(v, &pick));
         }
     }
 

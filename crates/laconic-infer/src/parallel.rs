@@ -4,9 +4,9 @@
 //! Decoding is memory-bound: one batched step reads the weights once for all N sequences, so N
 //! samples cost little more wall time than one. The prompt is prefilled once at batch 1 and
 //! its cache repeated N times. Eviction policies decide for the batch together (their scores
-//! are summed over the sequences), so the sequences keep one cache layout. On the CPU, where
-//! a batch's small products run on one thread, the samples decode as two half batches side by
-//! side (each half with its own cache copy and policy): [`generate_samples_with`].
+//! are summed over the sequences), so the sequences keep one cache layout. On the CPU the
+//! samples decode as two half batches side by side (each half with its own cache copy and
+//! policy, [`decodes_in_halves`]): [`generate_samples_with`].
 //!
 //! Budget forcing works per sequence: a sequence that reaches `--think-budget` is fed the
 //! end-of-thinking delimiter one token per step while the others keep sampling.
@@ -293,6 +293,15 @@ pub fn generate_samples(
     generate_samples_with(model, tokenizer, prompt, config, n, None)
 }
 
+/// Whether `n` samples on `device` decode as two half batches side by side by default: on
+/// the CPU with two threads or more. Measured on SmolLM2-135M Q4_1 (docs/BENCHMARKS.md): four
+/// samples take 64 steps/s as two halves, 50-52 as one batch whose products the spinning
+/// helper splits (`crate::spin`), since most of Burn's per-step ops of one batch run on one
+/// thread.
+pub fn decodes_in_halves(n: usize, device: &Device) -> bool {
+    n >= 2 && rayon::current_num_threads() >= 2 && *device == Device::flex()
+}
+
 /// [`generate_samples`], choosing how the batch decodes: `halves = Some(true)` splits the
 /// samples into two half batches decoded side by side on the thread pool (each with its own
 /// copy of the prompt's cache and of the eviction policy, which then decides per half),
@@ -370,10 +379,7 @@ pub fn generate_samples_with(
         first: &first,
         device: &device,
     };
-    // On the CPU a batch's small products stay on one thread (see `qmatrix`), and so do most
-    // of Burn's per-step ops: two half batches side by side keep both cores busy.
-    let halves = n >= 2
-        && halves.unwrap_or_else(|| rayon::current_num_threads() >= 2 && device == Device::flex());
+    let halves = n >= 2 && halves.unwrap_or_else(|| decodes_in_halves(n, &device));
     let (seqs, peak) = if halves {
         let mut seqs = seqs;
         let second = seqs.split_off(n.div_ceil(2));

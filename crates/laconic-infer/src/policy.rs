@@ -794,40 +794,29 @@ mod tests {
     #[test]
     fn sinks_keep_the_first_positions_under_h2o_and_rkv() {
         // The queries favour entries 2 and 3; one sink keeps position 0 in their place
-        // (budget 4 = 1 sink + 1 heavy hitter + 2 recent).
+        // (budget 4 = 1 sink + 1 heavy hitter + 2 recent); without a sink both stay.
         let a = attention(2, 6, 6, |_| vec![2, 3]);
-        for cfg in [
-            KvPolicyConfig::H2o {
-                budget: 4,
-                window: 2,
-                sink: 1,
-            },
-            KvPolicyConfig::Rkv {
-                budget: 4,
-                buffer: 2,
-                window: 2,
-                lambda: 1.0,
-                sink: 1,
-            },
-        ] {
-            let mut c = layer(6, 1, 4, |_, i| one_hot(i));
-            let mut p = cfg.build(1);
-            p.observe(0, &mut c, Some(&a), 6);
-            assert_eq!(c.positions(), [0, 2, 4, 5], "{cfg:?}");
-        }
-        let mut c = layer(6, 1, 4, |_, i| one_hot(i));
-        let mut p = KvPolicyConfig::H2o {
+        let h2o = |sink| KvPolicyConfig::H2o {
             budget: 4,
             window: 2,
-            sink: 0,
+            sink,
+        };
+        let rkv = KvPolicyConfig::Rkv {
+            budget: 4,
+            buffer: 2,
+            window: 2,
+            lambda: 1.0,
+            sink: 1,
+        };
+        for (cfg, kept) in [
+            (h2o(1), [0, 2, 4, 5]),
+            (rkv, [0, 2, 4, 5]),
+            (h2o(0), [2, 3, 4, 5]),
+        ] {
+            let mut c = layer(6, 1, 4, |_, i| one_hot(i));
+            cfg.build(1).observe(0, &mut c, Some(&a), 6);
+            assert_eq!(c.positions(), kept, "{cfg:?}");
         }
-        .build(1);
-        p.observe(0, &mut c, Some(&a), 6);
-        assert_eq!(
-            c.positions(),
-            [2, 3, 4, 5],
-            "without a sink the heavy hitters stay"
-        );
         // Sinks and the recent window must fit the budget.
         let e = KvPolicyConfig::from_flags("rkv", Some(8), Some(4), Some(6), None).unwrap_err();
         assert!(e.to_string().contains("--kv-sink"), "{e}");

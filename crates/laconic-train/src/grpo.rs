@@ -220,8 +220,7 @@ pub fn loss(
     config: &LossConfig,
 ) -> Result<(Tensor<1>, LossStats)> {
     let parts = loss_examples(rollouts)?;
-    let tokens = parts.iter().map(|p| p.0.target_tokens()).sum();
-    let (total, kl_sum) = part_loss(model, &parts, tokens, config)?;
+    let (total, tokens, kl_sum) = examples_loss(model, &parts, config)?;
     let kl = kl_sum / tokens.max(1) as f64;
     Ok((total, LossStats { tokens, kl }))
 }
@@ -252,14 +251,13 @@ fn loss_examples(rollouts: &[Rollout]) -> Result<Vec<(crate::data::Example, f32)
     Ok(examples)
 }
 
-/// [`loss`] of some of the samples, summed over their tokens and divided by `tokens` (all the
-/// step's), with the KL summed over their tokens (0 when β = 0).
-fn part_loss(
+/// [`loss`] over the samples as examples: the mean over their tokens, the token count and
+/// the KL summed over the tokens (0 when β = 0).
+fn examples_loss(
     model: &Model,
     part: &[(crate::data::Example, f32)],
-    tokens: usize,
     config: &LossConfig,
-) -> Result<(Tensor<1>, f64)> {
+) -> Result<(Tensor<1>, usize, f64)> {
     use burn::data::dataloader::batcher::Batcher;
     let device = model.embed_tokens.weight.device();
     let batch =
@@ -290,26 +288,28 @@ fn part_loss(
         kl_sum = kl.clone().sum().into_scalar::<f32>() as f64;
         per_token = per_token.add(kl.mul_scalar(config.kl));
     }
-    Ok((per_token.sum().div_scalar(tokens.max(1) as f64), kl_sum))
+    let tokens = batch.target_tokens;
+    Ok((
+        per_token.sum().div_scalar(tokens.max(1) as f64),
+        tokens,
+        kl_sum,
+    ))
 }
 
-/// [`loss`] and its gradients, with the value of the loss, in one forward and backward pass
-/// over every sample (one thread: see `trainer::micro_batch_grads` for why not two).
+/// [`loss`] and its gradients, with the value of the loss (one forward and backward pass over
+/// every sample, on one thread: see `trainer::micro_batch_grads` for why not two).
 pub fn loss_grads(
     model: &Model,
     rollouts: &[Rollout],
     config: &LossConfig,
 ) -> Result<(f64, LossStats, GradientsParams)> {
-    let parts = loss_examples(rollouts)?;
-    let tokens: usize = parts.iter().map(|p| p.0.target_tokens()).sum();
-    let (l, kl) = part_loss(model, &parts, tokens, config)?;
+    let (l, stats) = loss(model, rollouts, config)?;
     let value = l.clone().into_scalar::<f32>() as f64;
-    let g = GradientsParams::from_grads(l.backward(), model);
-    let stats = LossStats {
-        tokens,
-        kl: kl / tokens.max(1) as f64,
-    };
-    Ok((value, stats, g))
+    Ok((
+        value,
+        stats,
+        GradientsParams::from_grads(l.backward(), model),
+    ))
 }
 
 /// What one GRPO step measured.
@@ -436,9 +436,8 @@ pub fn step_loss(ctx: &StepContext<'_>, step: usize) -> Result<(f64, GradientsPa
                 (index, budget, rollout_seed)
             })
             .collect();
-    // Each prompt's group decodes as one batch whose small products stay on one thread
-    // (laconic-infer's packed kernel splits only large ones), so the step's prompts run side by
-    // side on the thread pool. Each has its own seed and the results keep prompt order, so
+    // The step's prompts run side by side on the thread pool, each group as one batch on its
+    // own thread (inside the pool laconic-infer's spinning helper stays out of the way). Each has its own seed and the results keep prompt order, so
     // the step is the same however the threads interleave (resume stays bit-exact).
     let rollouts: Vec<Rollout> = jobs
         .par_iter()

@@ -144,8 +144,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok(cache.bytes())
         };
         let n = args.samples;
-        let halves = n >= 2 && rayon::current_num_threads() >= 2 && device == Device::flex();
-        cache_bytes = if halves {
+        cache_bytes = if laconic_infer::parallel::decodes_in_halves(n, &device) {
             let (cache_b, policy_b) = (cache.clone(), policy.fork());
             let (a, b) = rayon::join(
                 || decode(cache, policy, n.div_ceil(2)),
