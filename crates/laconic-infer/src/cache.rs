@@ -11,9 +11,11 @@ use burn::prelude::*;
 
 /// Keys, values and original positions of one layer.
 ///
-/// Every KV head holds the same number of entries, but per-head eviction
-/// ([`LayerCache::retain_per_head`]) may keep different positions in different heads, so
-/// positions are recorded per head.
+/// Every KV head of every sequence in the batch (a *lane*: lane `row * kv_heads + head`)
+/// holds the same number of entries, but eviction ([`LayerCache::retain_per_head`],
+/// [`LayerCache::retain_lanes`]) may keep different positions in different lanes, so that the
+/// sequences of a batch each keep what a policy would keep for them alone; positions are
+/// recorded per lane.
 ///
 /// Keys and values live in buffers `[batch, kv_heads, capacity, head_dim]` with room beyond
 /// the kept entries, so that appending a token writes it in place instead of copying the whole
@@ -26,7 +28,9 @@ pub struct LayerCache {
     values: Option<Tensor<4>>,
     /// Entries in use at the front of the buffers' third axis.
     len: usize,
-    /// `positions[h][i]`: original position of entry `i` of KV head `h`.
+    /// KV heads per sequence (0 before the first append).
+    kv_heads: usize,
+    /// `positions[lane][i]`: original position of entry `i` of lane `row * kv_heads + head`.
     positions: Vec<Vec<usize>>,
 }
 
@@ -93,7 +97,8 @@ impl LayerCache {
         let out = (prefix(&k, self.len), prefix(&v, self.len));
         self.keys = Some(k);
         self.values = Some(v);
-        self.positions.resize(heads, Vec::new());
+        self.kv_heads = heads;
+        self.positions.resize(b * heads, Vec::new());
         for p in &mut self.positions {
             p.extend_from_slice(positions);
         }
@@ -110,20 +115,38 @@ impl LayerCache {
         self.len() == 0
     }
 
-    /// Number of KV heads (0 before the first append).
+    /// Number of KV heads per sequence (0 before the first append).
     pub fn num_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    /// Sequences in the batch (0 before the first append).
+    pub fn batch(&self) -> usize {
+        self.positions.len() / self.kv_heads.max(1)
+    }
+
+    /// Number of lanes: KV heads times sequences.
+    pub fn lanes(&self) -> usize {
         self.positions.len()
     }
 
-    /// Original positions of the entries of KV head 0, in cache order (the same for every
-    /// head unless a policy evicted per head; see [`LayerCache::head_positions`]).
+    /// Original positions of the entries of KV head 0 of the first sequence, in cache order
+    /// (the same for every lane unless a policy evicted per lane; see
+    /// [`LayerCache::lane_positions`]).
     pub fn positions(&self) -> &[usize] {
         self.positions.first().map_or(&[], Vec::as_slice)
     }
 
-    /// Original positions of the entries of KV head `head`, in cache order.
+    /// Original positions of the entries of KV head `head` of the first sequence, in cache
+    /// order.
     pub fn head_positions(&self, head: usize) -> &[usize] {
         &self.positions[head]
+    }
+
+    /// Original positions of the entries of lane `lane` (`row * kv_heads + head`), in cache
+    /// order.
+    pub fn lane_positions(&self, lane: usize) -> &[usize] {
+        &self.positions[lane]
     }
 
     /// The cached keys `[b, kv_heads, len, head_dim]`, if any (a view of the buffer).
@@ -145,25 +168,44 @@ impl LayerCache {
         self.retain_per_head(&heads);
     }
 
-    /// Keeps, in each KV head `h`, only the entries at `per_head[h]` (cache order, strictly
-    /// ascending). Every head must keep the same number of entries.
+    /// Keeps, in each KV head `h` of every sequence, only the entries at `per_head[h]`
+    /// (cache order, strictly ascending). Every head must keep the same number of entries.
     ///
     /// # Panics
     /// If the heads keep different counts, an index is out of range, or indices are not
     /// strictly ascending.
     pub fn retain_per_head(&mut self, per_head: &[Vec<usize>]) {
-        let len = self.len();
         assert_eq!(
             per_head.len(),
             self.num_heads(),
             "retain: one index list per KV head"
         );
-        let keep = per_head.first().map_or(0, Vec::len);
-        for idx in per_head {
+        let lanes: Vec<Vec<usize>> = (0..self.batch())
+            .flat_map(|_| per_head.iter().cloned())
+            .collect();
+        self.retain_lanes(&lanes);
+    }
+
+    /// Keeps, in each lane `row * kv_heads + head`, only the entries at `per_lane[lane]`
+    /// (cache order, strictly ascending): each sequence of the batch keeps its own entries.
+    /// Every lane must keep the same number of entries.
+    ///
+    /// # Panics
+    /// If the lanes keep different counts, an index is out of range, or indices are not
+    /// strictly ascending.
+    pub fn retain_lanes(&mut self, per_lane: &[Vec<usize>]) {
+        let len = self.len();
+        assert_eq!(
+            per_lane.len(),
+            self.lanes(),
+            "retain: one index list per lane"
+        );
+        let keep = per_lane.first().map_or(0, Vec::len);
+        for idx in per_lane {
             assert_eq!(
                 idx.len(),
                 keep,
-                "retain: every head must keep the same number of entries"
+                "retain: every lane must keep the same number of entries"
             );
             assert!(
                 idx.windows(2).all(|w| w[0] < w[1]),
@@ -177,7 +219,7 @@ impl LayerCache {
         if keep == len {
             return;
         }
-        for (pos, idx) in self.positions.iter_mut().zip(per_head) {
+        for (pos, idx) in self.positions.iter_mut().zip(per_lane) {
             *pos = idx.iter().map(|&i| pos[i]).collect();
         }
         self.len = keep;
@@ -200,21 +242,19 @@ impl LayerCache {
                 buf.slice_assign([0..b, 0..heads, 0..keep, 0..d], picked)
             }
         };
-        let same = per_head.windows(2).all(|w| w[0] == w[1]);
+        let same = per_lane.windows(2).all(|w| w[0] == w[1]);
         if same {
-            let idx: Vec<i32> = per_head[0].iter().map(|&i| i as i32).collect();
+            let idx: Vec<i32> = per_lane[0].iter().map(|&i| i as i32).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep]), &device);
             let pick = |t: Tensor<4>| t.select(2, idx.clone());
             self.keys = Some(compact(k, &pick));
             self.values = Some(compact(v, &pick));
         } else {
-            // Per-head gather: index [b, heads, keep, d], each row repeating its entry index.
+            // Per-lane gather: index [b, heads, keep, d], each row repeating its entry index.
             let mut idx = Vec::with_capacity(b * heads * keep * d);
-            for _ in 0..b {
-                for h in per_head {
-                    for &i in h {
-                        idx.extend(std::iter::repeat_n(i as i32, d));
-                    }
+            for lane in per_lane {
+                for &i in lane {
+                    idx.extend(std::iter::repeat_n(i as i32, d));
                 }
             }
             let idx =
@@ -225,6 +265,38 @@ impl LayerCache {
         }
     }
 
+    /// Keeps only the sequences at batch rows `rows` (strictly ascending), in that order: a
+    /// batch drops the sequences that finished.
+    ///
+    /// # Panics
+    /// If a row is out of range or the rows are not strictly ascending.
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        let batch = self.batch();
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < batch),
+            "retain_rows: rows must be strictly ascending and below the batch size"
+        );
+        if rows.len() == batch {
+            return;
+        }
+        let heads = self.kv_heads;
+        self.positions = rows
+            .iter()
+            .flat_map(|&r| self.positions[r * heads..(r + 1) * heads].iter().cloned())
+            .collect();
+        let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
+            return;
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let device = k.device();
+        let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        self.keys = Some(k.select(0, idx.clone()));
+        self.values = Some(v.select(0, idx));
+    }
+
     /// Repeats a batch-1 cache `n` times along the batch, so that `n` sequences continue
     /// from one shared prompt.
     pub fn repeat_batch(&mut self, n: usize) {
@@ -232,6 +304,8 @@ impl LayerCache {
         let repeat = |t: Option<Tensor<4>>| t.map(|t| with_room(prefix(&t, len).repeat_dim(0, n)));
         self.keys = repeat(self.keys.take());
         self.values = repeat(self.values.take());
+        let one = self.positions.clone();
+        self.positions = (0..n).flat_map(|_| one.iter().cloned()).collect();
     }
 
     /// Bytes held by the kept keys and values (the buffers' spare room, at most a quarter
@@ -316,20 +390,26 @@ impl KvCache {
         self.layers.iter_mut().for_each(|l| l.repeat_batch(n));
     }
 
+    /// Keeps only the sequences at batch rows `rows` in every layer (see
+    /// [`LayerCache::retain_rows`]).
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        self.layers.iter_mut().for_each(|l| l.retain_rows(rows));
+    }
+
     /// Forgets every token at position `to` or later, as if they had never been fed.
     pub fn rewind(&mut self, to: usize) {
         if to >= self.next_position {
             return;
         }
         for layer in &mut self.layers {
-            let keep: Vec<Vec<usize>> = (0..layer.num_heads())
-                .map(|h| {
-                    let pos = layer.head_positions(h);
+            let keep: Vec<Vec<usize>> = (0..layer.lanes())
+                .map(|lane| {
+                    let pos = layer.lane_positions(lane);
                     (0..pos.len()).filter(|&i| pos[i] < to).collect()
                 })
                 .collect();
-            // Positions grow along the cache, so every head drops the same count from its end.
-            layer.retain_per_head(&keep);
+            // Positions grow along the cache, so every lane drops the same count from its end.
+            layer.retain_lanes(&keep);
         }
         self.next_position = to;
     }
@@ -418,6 +498,55 @@ mod tests {
             [0., -0., 3., -3., 11., -11., 12., -12.]
         );
         assert_eq!(layer.len(), 2);
+    }
+
+    #[test]
+    fn lanes_keep_their_own_entries_and_finished_rows_leave() {
+        let device = Device::flex();
+        // Three sequences, two heads, three entries, head_dim 1: row r head h entry i holds
+        // 100r + 10h + i.
+        let data: Vec<f32> = (0..3)
+            .flat_map(|r| {
+                (0..2).flat_map(move |h| (0..3).map(move |i| (100 * r + 10 * h + i) as f32))
+            })
+            .collect();
+        let t = || Tensor::<4>::from_data(TensorData::new(data.clone(), [3, 2, 3, 1]), &device);
+        let mut layer = LayerCache::default();
+        layer.append(t(), t(), &[4, 5, 6]);
+        assert_eq!((layer.batch(), layer.lanes(), layer.num_heads()), (3, 6, 2));
+        // Each lane keeps two entries of its own choosing.
+        let keep = [[0, 1], [1, 2], [0, 2], [0, 1], [1, 2], [0, 2]];
+        layer.retain_lanes(&keep.map(|k| k.to_vec()));
+        assert_eq!(layer.lane_positions(1), [5, 6]);
+        assert_eq!(layer.lane_positions(2), [4, 6]);
+        assert_eq!(
+            read(&layer.keys().unwrap()),
+            [
+                0., 1., 11., 12., 100., 102., 110., 111., 201., 202., 210., 212.
+            ]
+        );
+        // The middle sequence finishes: rows 0 and 2 stay, with their positions.
+        layer.retain_rows(&[0, 2]);
+        assert_eq!((layer.batch(), layer.lanes(), layer.len()), (2, 4, 2));
+        assert_eq!(layer.lane_positions(2), [5, 6]);
+        assert_eq!(layer.lane_positions(3), [4, 6]);
+        assert_eq!(
+            read(&layer.values().unwrap()),
+            [0., 1., 11., 12., 201., 202., 210., 212.]
+        );
+        // Appending after a row left writes every remaining row.
+        let more = || {
+            Tensor::<4>::from_data(
+                TensorData::new(vec![-1.0f32, -2., -3., -4.], [2, 2, 1, 1]),
+                &device,
+            )
+        };
+        layer.append(more(), more(), &[7]);
+        assert_eq!(
+            read(&layer.keys().unwrap()),
+            [0., 1., -1., 11., 12., -2., 201., 202., -3., 210., 212., -4.]
+        );
+        assert_eq!(layer.lane_positions(3), [4, 6, 7]);
     }
 
     #[test]

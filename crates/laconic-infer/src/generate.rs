@@ -189,8 +189,22 @@ pub(crate) fn step(
     policy: &mut dyn KvPolicy,
     device: &Device,
 ) -> Option<Tensor<3>> {
+    step_batch(model, ids, 1, cache, policy, device)
+}
+
+/// [`step`] for a batch: `ids` holds `batch` rows of equal length, one after another, each
+/// continuing its row of `cache`. Returns the last position's logits `[batch, 1, vocab]`.
+pub(crate) fn step_batch(
+    model: &Model,
+    ids: &[u32],
+    batch: usize,
+    cache: &mut KvCache,
+    policy: &mut dyn KvPolicy,
+    device: &Device,
+) -> Option<Tensor<3>> {
+    let s = ids.len() / batch.max(1);
     let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [batch, s]), device);
     let opts = ForwardOptions {
         logits: Logits::Last,
         attention: policy.wants_attention(),
@@ -198,7 +212,7 @@ pub(crate) fn step(
         ..Default::default()
     };
     let out = model.forward(input, cache, opts);
-    policy::apply(policy, cache, &out.attentions, ids.len());
+    policy::apply(policy, cache, &out.attentions, s);
     out.logits
 }
 

@@ -3,10 +3,11 @@
 //!
 //! Decoding is memory-bound: one batched step reads the weights once for all N sequences, so N
 //! samples cost little more wall time than one. The prompt is prefilled once at batch 1 and
-//! its cache repeated N times. Eviction policies decide for the batch together (their scores
-//! are summed over the sequences), so the sequences keep one cache layout. On the CPU the
-//! samples decode as two half batches side by side (each half with its own cache copy and
-//! policy, [`decodes_in_halves`]): [`generate_samples_with`].
+//! its cache repeated N times. Eviction policies decide for each sequence (per lane of the
+//! cache), so a sample keeps what it would keep decoded alone. On the CPU the samples decode
+//! as two half batches side by side (each half with its own cache copy and policy,
+//! [`decodes_in_halves`]): [`generate_samples_with`]. [`generate_batch`] decodes different
+//! prompts together, for evaluations.
 //!
 //! Budget forcing works per sequence: a sequence that reaches `--think-budget` is fed the
 //! end-of-thinking delimiter one token per step while the others keep sampling.
@@ -163,120 +164,239 @@ struct Seq {
     thinking: bool,
     /// Tokens to feed before sampling again (a forced delimiter).
     queued: std::collections::VecDeque<u32>,
+    /// The first token's logits (the prefill's last row), until it is sampled.
+    first: Vec<f32>,
+    /// Most entries (per lane) and bytes of this sequence's rows the cache held.
+    peak: (usize, usize),
+    /// This sequence's share of the decode steps' time: each step's time divided by the
+    /// sequences it advanced.
+    seconds: f64,
 }
 
-/// What the decoding of a group of sequences reads: the prompt, its settings and the
-/// prefill's last logits.
+impl Seq {
+    fn new(sampling: SamplingConfig, thinking: bool, first: Vec<f32>) -> Self {
+        Self {
+            sampler: Sampler::new(sampling),
+            tokens: Vec::new(),
+            logprob_sum: 0.0,
+            sampled: 0,
+            done: None,
+            think_tokens: 0,
+            thinking,
+            queued: Default::default(),
+            first,
+            peak: (0, 0),
+            seconds: 0.0,
+        }
+    }
+
+    /// Chooses the next token from `row` (or a queued one) and updates the reasoning and stop
+    /// state; returns the token to feed.
+    fn advance(&mut self, row: &[f32], group: &Group<'_>) -> Result<u32> {
+        let config = group.config;
+        let next = if let Some(q) = self.queued.pop_front() {
+            q
+        } else {
+            let t = self.sampler.sample(row);
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = crate::generate::log_sum_exp(row, max);
+            self.logprob_sum += row[t as usize] as f64 - lse;
+            self.sampled += 1;
+            if self.thinking {
+                let ends = config.stop_tokens.contains(&t)
+                    || (group.end_ids.len() == 1 && group.end_ids[0] == t);
+                if ends {
+                    self.thinking = false;
+                } else {
+                    self.think_tokens += 1;
+                    if group.max_think.is_some_and(|m| self.think_tokens >= m) {
+                        self.thinking = false;
+                        self.queued.extend(group.end_ids);
+                    }
+                }
+            }
+            t
+        };
+        self.tokens.push(next);
+        if self.thinking
+            && let Some(t) = &config.think
+            && group
+                .tokenizer
+                .decode(&self.tokens, false)?
+                .contains(t.end.as_str())
+        {
+            self.thinking = false;
+        }
+        if config.stop_tokens.contains(&next) && self.queued.is_empty() {
+            self.done = Some(FinishReason::Stop);
+        } else if !config.stop_strings.is_empty() {
+            let text = group.tokenizer.decode(&self.tokens, true)?;
+            if config
+                .stop_strings
+                .iter()
+                .any(|x| text.contains(x.as_str()))
+            {
+                self.done = Some(FinishReason::StopString);
+            }
+        }
+        Ok(next)
+    }
+
+    /// The finished generation: its text without the stop token, cut before a stop string.
+    fn finish(
+        self,
+        group: &Group<'_>,
+        prompt_tokens: usize,
+        prefill_seconds: f64,
+        decode_seconds: f64,
+    ) -> Result<(Generation, f64)> {
+        let mut tokens = self.tokens;
+        let finish = self.done.unwrap_or(FinishReason::Length);
+        let shown = if finish == FinishReason::Stop {
+            &tokens[..tokens.len() - 1]
+        } else {
+            &tokens[..]
+        };
+        let mut text = group.tokenizer.decode(shown, true)?;
+        if finish == FinishReason::StopString
+            && let Some(cut) = group
+                .config
+                .stop_strings
+                .iter()
+                .filter_map(|x| text.find(x.as_str()))
+                .min()
+        {
+            text.truncate(cut);
+        }
+        tokens.shrink_to_fit();
+        let mean_logprob = if self.sampled > 0 {
+            self.logprob_sum / self.sampled as f64
+        } else {
+            0.0
+        };
+        let generation = Generation {
+            tokens,
+            text,
+            finish_reason: finish,
+            prompt_tokens,
+            prefill_seconds,
+            decode_seconds,
+            think_tokens: self.think_tokens,
+            peak_cache_entries: self.peak.0,
+            peak_cache_bytes: self.peak.1,
+        };
+        Ok((generation, mean_logprob))
+    }
+}
+
+/// What the decoding of a batch of sequences reads: the settings, the token budget and the
+/// end-of-thinking delimiter.
 struct Group<'a> {
     model: &'a Model,
     tokenizer: &'a Tokenizer,
     config: &'a GenerateConfig,
-    prompt: &'a [u32],
     end_ids: &'a [u32],
     max_think: Option<usize>,
     budget: usize,
-    first: &'a [f32],
     device: &'a Device,
 }
 
 impl Group<'_> {
-    /// Decodes `seqs` as one batch from `cache` (the prompt's, at batch 1) until each is done
-    /// or the budget is spent; returns them with the most entries and bytes the cache held.
+    /// Decodes `seqs` as one batch from `cache` (row `i` is sequence `i`'s, after its prompt)
+    /// until each is done or the budget is spent. A sequence that finishes leaves the batch
+    /// (its cache rows and policy state are dropped), so the others' steps get cheaper.
     fn decode(
         &self,
         mut seqs: Vec<Seq>,
         mut cache: KvCache,
         mut policy: Box<dyn crate::policy::KvPolicy>,
-    ) -> Result<(Vec<Seq>, (usize, usize))> {
-        let Group {
-            model,
-            tokenizer,
-            config,
-            prompt,
-            end_ids,
-            max_think,
-            budget,
-            first,
-            device,
-        } = *self;
+    ) -> Result<Vec<Seq>> {
         let n = seqs.len();
-        cache.repeat_batch(n);
-        let mut peak = (cache.len(), cache.bytes());
-        let vocab = first.len();
-        let mut rows: Vec<Vec<f32>> = vec![first.to_vec(); n];
-        for iteration in 0..budget {
-            let mut feed = Vec::with_capacity(n);
-            for (s, row) in seqs.iter_mut().zip(&rows) {
-                if s.done.is_some() {
-                    feed.push(*s.tokens.last().unwrap_or(&prompt[prompt.len() - 1]));
-                    continue;
+        let per_row = |cache: &KvCache, rows: usize| (cache.len(), cache.bytes() / rows.max(1));
+        let start = per_row(&cache, n);
+        for s in &mut seqs {
+            s.peak = start;
+        }
+        // `active[r]`: the sequence in batch row r.
+        let mut active: Vec<usize> = (0..n).collect();
+        let mut rows: Vec<Vec<f32>> = seqs
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.first))
+            .collect();
+        for iteration in 0..self.budget {
+            let mut feed = Vec::with_capacity(active.len());
+            let mut going = Vec::with_capacity(active.len());
+            for (r, (&i, row)) in active.iter().zip(&rows).enumerate() {
+                let next = seqs[i].advance(row, self)?;
+                if seqs[i].done.is_none() {
+                    going.push(r);
+                    feed.push(next);
                 }
-                let next = if let Some(q) = s.queued.pop_front() {
-                    q
-                } else {
-                    let t = s.sampler.sample(row);
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let lse = crate::generate::log_sum_exp(row, max);
-                    s.logprob_sum += row[t as usize] as f64 - lse;
-                    s.sampled += 1;
-                    if s.thinking {
-                        let ends = config.stop_tokens.contains(&t)
-                            || (end_ids.len() == 1 && end_ids[0] == t);
-                        if ends {
-                            s.thinking = false;
-                        } else {
-                            s.think_tokens += 1;
-                            if max_think.is_some_and(|m| s.think_tokens >= m) {
-                                s.thinking = false;
-                                s.queued.extend(end_ids);
-                            }
-                        }
-                    }
-                    t
-                };
-                s.tokens.push(next);
-                if s.thinking
-                    && let Some(t) = &config.think
-                    && tokenizer.decode(&s.tokens, false)?.contains(t.end.as_str())
-                {
-                    s.thinking = false;
-                }
-                if config.stop_tokens.contains(&next) && s.queued.is_empty() {
-                    s.done = Some(FinishReason::Stop);
-                } else if !config.stop_strings.is_empty() {
-                    let text = tokenizer.decode(&s.tokens, true)?;
-                    if config
-                        .stop_strings
-                        .iter()
-                        .any(|x| text.contains(x.as_str()))
-                    {
-                        s.done = Some(FinishReason::StopString);
-                    }
-                }
-                feed.push(next);
             }
-            if seqs.iter().all(|s| s.done.is_some()) || iteration + 1 == budget {
+            if going.is_empty() || iteration + 1 == self.budget {
                 break;
             }
-            let data: Vec<i32> = feed.iter().map(|&t| t as i32).collect();
-            let input = Tensor::<2, Int>::from_data(TensorData::new(data, [n, 1]), device);
-            let opts = crate::model::ForwardOptions {
-                logits: crate::model::Logits::Last,
-                attention: policy.wants_attention(),
-                hidden: false,
-                ..Default::default()
-            };
-            let out = model.forward(input, &mut cache, opts);
-            crate::policy::apply(policy.as_mut(), &mut cache, &out.attentions, 1);
-            peak = (peak.0.max(cache.len()), peak.1.max(cache.bytes()));
-            let logits = out
-                .logits
-                .ok_or_else(|| InferError::TensorData("no logits".into()))?;
+            if going.len() < active.len() {
+                cache.retain_rows(&going);
+                policy.retain_rows(&going, active.len());
+                active = going.iter().map(|&r| active[r]).collect();
+            }
+            let t = std::time::Instant::now();
+            let logits = crate::generate::step_batch(
+                self.model,
+                &feed,
+                active.len(),
+                &mut cache,
+                policy.as_mut(),
+                self.device,
+            )
+            .ok_or_else(|| InferError::TensorData("no logits".into()))?;
             let all = logits_row(logits)?;
+            let share = t.elapsed().as_secs_f64() / active.len() as f64;
+            let now = per_row(&cache, active.len());
+            for &i in &active {
+                let s = &mut seqs[i];
+                s.seconds += share;
+                s.peak = (s.peak.0.max(now.0), s.peak.1.max(now.1));
+            }
+            let vocab = all.len() / active.len();
             rows = all.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
         }
-        Ok((seqs, peak))
+        Ok(seqs)
     }
+}
+
+/// Checks what [`generate_samples_with`] and [`generate_batch`] share: the settings, and that
+/// a prompt is not empty and fits the context. Returns the token budget for `prompt`.
+fn check(model: &Model, config: &GenerateConfig, prompt: &[u32]) -> Result<usize> {
+    if config.think.as_ref().is_some_and(|t| t.min_tokens > 0) {
+        return Err(InferError::InvalidArgument(
+            "--min-think is not supported with --samples > 1 or batched generation yet".into(),
+        ));
+    }
+    config.sampling.validate()?;
+    config.kv_policy.validate()?;
+    if prompt.is_empty() {
+        return Err(InferError::InvalidArgument("the prompt is empty".into()));
+    }
+    let context = model.config().max_position_embeddings;
+    if prompt.len() >= context {
+        return Err(InferError::ContextOverflow {
+            tokens: prompt.len(),
+            new_tokens: config.max_new_tokens,
+            context,
+        });
+    }
+    Ok(config.max_new_tokens.min(context - prompt.len()))
+}
+
+/// The end-of-thinking delimiter's ids and the reasoning budget of `config`.
+fn delimiter(tokenizer: &Tokenizer, config: &GenerateConfig) -> Result<(Vec<u32>, Option<usize>)> {
+    let end_ids = match &config.think {
+        Some(t) => tokenizer.encode(&t.end, false)?,
+        None => Vec::new(),
+    };
+    Ok((end_ids, config.think.as_ref().and_then(|t| t.max_tokens)))
 }
 
 /// Draws `n` samples for `prompt`, sharing its prefill, and votes. `config.think.min_tokens`
@@ -304,10 +424,10 @@ pub fn decodes_in_halves(n: usize, device: &Device) -> bool {
 
 /// [`generate_samples`], choosing how the batch decodes: `halves = Some(true)` splits the
 /// samples into two half batches decoded side by side on the thread pool (each with its own
-/// copy of the prompt's cache and of the eviction policy, which then decides per half),
-/// `Some(false)` keeps one batch, `None` splits on the CPU when the pool has two threads or
-/// more. Sequence i is drawn with seed + i either way; with the full cache (or any policy
-/// that does not read attention) the samples are the same.
+/// copy of the prompt's cache and of the eviction policy), `Some(false)` keeps one batch,
+/// `None` splits on the CPU when the pool has two threads or more. Sequence i is drawn with
+/// seed + i either way, and each sequence's cache keeps what the policy keeps for it, so the
+/// samples are the same either way (up to float summation order).
 pub fn generate_samples_with(
     model: &Model,
     tokenizer: &Tokenizer,
@@ -321,31 +441,9 @@ pub fn generate_samples_with(
             "--samples must be at least 1".into(),
         ));
     }
-    if config.think.as_ref().is_some_and(|t| t.min_tokens > 0) {
-        return Err(InferError::InvalidArgument(
-            "--min-think is not supported with --samples > 1 yet".into(),
-        ));
-    }
-    config.sampling.validate()?;
-    config.kv_policy.validate()?;
-    if prompt.is_empty() {
-        return Err(InferError::InvalidArgument("the prompt is empty".into()));
-    }
-    let context = model.config().max_position_embeddings;
-    if prompt.len() >= context {
-        return Err(InferError::ContextOverflow {
-            tokens: prompt.len(),
-            new_tokens: config.max_new_tokens,
-            context,
-        });
-    }
-    let budget = config.max_new_tokens.min(context - prompt.len());
+    let budget = check(model, config, prompt)?;
     let device = model.embed_tokens.weight.device();
-    let end_ids = match &config.think {
-        Some(t) => tokenizer.encode(&t.end, false)?,
-        None => Vec::new(),
-    };
-    let max_think = config.think.as_ref().and_then(|t| t.max_tokens);
+    let (end_ids, max_think) = delimiter(tokenizer, config)?;
     let t0 = std::time::Instant::now();
     let mut policy = config.kv_policy.build(model.config().num_layers);
     let mut cache: KvCache = model.new_cache();
@@ -354,90 +452,155 @@ pub fn generate_samples_with(
     let first = logits_row(first)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
     let seqs: Vec<Seq> = (0..n)
-        .map(|i| Seq {
-            sampler: Sampler::new(SamplingConfig {
+        .map(|i| {
+            let sampling = SamplingConfig {
                 seed: config.sampling.seed.wrapping_add(i as u64),
                 ..config.sampling.clone()
-            }),
-            tokens: Vec::new(),
-            logprob_sum: 0.0,
-            sampled: 0,
-            done: None,
-            think_tokens: 0,
-            thinking: config.think.is_some(),
-            queued: Default::default(),
+            };
+            Seq::new(sampling, config.think.is_some(), first.clone())
         })
         .collect();
     let group = Group {
         model,
         tokenizer,
         config,
-        prompt,
         end_ids: &end_ids,
         max_think,
         budget,
-        first: &first,
         device: &device,
     };
     let halves = n >= 2 && halves.unwrap_or_else(|| decodes_in_halves(n, &device));
-    let (seqs, peak) = if halves {
+    let seqs = if halves {
         let mut seqs = seqs;
         let second = seqs.split_off(n.div_ceil(2));
-        let (cache_b, policy_b) = (cache.clone(), policy.fork());
+        let (mut cache_b, mut policy_b) = (cache.clone(), policy.fork());
+        cache.repeat_batch(seqs.len());
+        policy.repeat_batch(seqs.len());
+        cache_b.repeat_batch(second.len());
+        policy_b.repeat_batch(second.len());
         let (a, b) = rayon::join(
             || group.decode(seqs, cache, policy),
             || group.decode(second, cache_b, policy_b),
         );
-        let ((mut seqs, pa), (rest, pb)) = (a?, b?);
-        seqs.extend(rest);
-        (seqs, (pa.0.max(pb.0), pa.1 + pb.1))
+        let mut seqs = a?;
+        seqs.extend(b?);
+        seqs
     } else {
+        cache.repeat_batch(n);
+        policy.repeat_batch(n);
         group.decode(seqs, cache, policy)?
     };
     let total = t0.elapsed().as_secs_f64();
     let samples = seqs
         .into_iter()
         .map(|s| {
-            let mut tokens = s.tokens;
-            let finish = s.done.unwrap_or(FinishReason::Length);
-            let shown = if finish == FinishReason::Stop {
-                &tokens[..tokens.len() - 1]
-            } else {
-                &tokens[..]
-            };
-            let mut text = tokenizer.decode(shown, true)?;
-            if finish == FinishReason::StopString
-                && let Some(cut) = config
-                    .stop_strings
-                    .iter()
-                    .filter_map(|x| text.find(x.as_str()))
-                    .min()
-            {
-                text.truncate(cut);
-            }
-            tokens.shrink_to_fit();
+            let (generation, mean_logprob) = s.finish(
+                &group,
+                prompt.len(),
+                prefill_seconds,
+                total - prefill_seconds,
+            )?;
             Ok(Sample {
-                answer: extract_answer(&text),
-                mean_logprob: if s.sampled > 0 {
-                    s.logprob_sum / s.sampled as f64
-                } else {
-                    0.0
-                },
-                generation: Generation {
-                    tokens,
-                    text,
-                    finish_reason: finish,
-                    prompt_tokens: prompt.len(),
-                    prefill_seconds,
-                    decode_seconds: total - prefill_seconds,
-                    think_tokens: s.think_tokens,
-                    peak_cache_entries: peak.0,
-                    peak_cache_bytes: peak.1 / n.max(1),
-                },
+                answer: extract_answer(&generation.text),
+                mean_logprob,
+                generation,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(vote(samples))
+}
+
+/// Answers to several prompts, decoded in batches: what an evaluation over a dataset wants.
+///
+/// Prompts of the same length are decoded together, up to `batch` at a time (one prefill of
+/// the batch, then one step for all of them per token; no padding, so each row is what
+/// [`crate::generate::generate`] gives that prompt alone, up to float summation order), and
+/// the batches run side by side on the thread pool. Each sequence samples with
+/// `config.sampling` (its seed included, as a lone generation would) and keeps its own cache
+/// under the policy; a finished sequence leaves its batch. Results are in prompt order; a
+/// generation's `prefill_seconds` and `decode_seconds` are its share of its batch's time (a
+/// step's time divided by the sequences it advanced), so tokens over seconds is the
+/// throughput of one core. `config.think.min_tokens` must be 0.
+pub fn generate_batch(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
+    batch: usize,
+    on_done: impl Fn(usize) + Sync,
+) -> Result<Vec<Generation>> {
+    use rayon::prelude::*;
+    let budgets = prompts
+        .iter()
+        .map(|p| check(model, config, p))
+        .collect::<Result<Vec<_>>>()?;
+    let device = model.embed_tokens.weight.device();
+    let (end_ids, max_think) = delimiter(tokenizer, config)?;
+    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, p) in prompts.iter().enumerate() {
+        by_len.entry(p.len()).or_default().push(i);
+    }
+    let chunks: Vec<&[usize]> = by_len
+        .values()
+        .flat_map(|v| v.chunks(batch.max(1)))
+        .collect();
+    let decode_chunk = |chunk: &[usize]| -> Result<Vec<(usize, Generation)>> {
+        let k = chunk.len();
+        let len = prompts[chunk[0]].len();
+        let group = Group {
+            model,
+            tokenizer,
+            config,
+            end_ids: &end_ids,
+            max_think,
+            budget: budgets[chunk[0]],
+            device: &device,
+        };
+        let t0 = std::time::Instant::now();
+        let mut policy = config.kv_policy.build(model.config().num_layers);
+        let mut cache = model.new_cache();
+        let ids: Vec<u32> = chunk
+            .iter()
+            .flat_map(|&i| prompts[i].iter().copied())
+            .collect();
+        let logits =
+            crate::generate::step_batch(model, &ids, k, &mut cache, policy.as_mut(), &device)
+                .ok_or_else(|| InferError::TensorData("no logits".into()))?;
+        let all = logits_row(logits)?;
+        let vocab = all.len() / k;
+        let seqs: Vec<Seq> = all
+            .chunks_exact(vocab)
+            .map(|row| {
+                Seq::new(
+                    config.sampling.clone(),
+                    config.think.is_some(),
+                    row.to_vec(),
+                )
+            })
+            .collect();
+        let prefill = t0.elapsed().as_secs_f64() / k as f64;
+        let seqs = group.decode(seqs, cache, policy)?;
+        let out = chunk
+            .iter()
+            .zip(seqs)
+            .map(|(&i, s)| {
+                let seconds = s.seconds;
+                let (generation, _) = s.finish(&group, len, prefill, seconds)?;
+                Ok((i, generation))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        on_done(k);
+        Ok(out)
+    };
+    let done: Vec<Vec<(usize, Generation)>> = chunks
+        .par_iter()
+        .map(|c| decode_chunk(c))
+        .collect::<Result<_>>()?;
+    let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
+    for (i, g) in done.into_iter().flatten() {
+        out[i] = Some(g);
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 #[cfg(test)]

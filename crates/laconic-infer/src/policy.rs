@@ -2,7 +2,7 @@
 //!
 //! A policy sees each layer's cache after every forward pass, together with that pass's
 //! attention weights when it asks for them ([`KvPolicy::wants_attention`]), and evicts through
-//! [`LayerCache::retain`] / [`LayerCache::retain_per_head`]. The model never knows a policy is
+//! [`LayerCache::retain`] / [`LayerCache::retain_lanes`]. The model never knows a policy is
 //! there, and kept entries keep the rotary phase of their original positions.
 //!
 //! Prior art, and what each policy keeps:
@@ -23,7 +23,9 @@
 //!   `window` most recent and the best of the rest, down to `budget`.
 //!
 //! Attention weights arrive as `[batch, query_heads, queries, entries]`; a KV head's score is
-//! the sum over the query heads of its group, the queries and the batch.
+//! the sum over the query heads of its group and the queries. Every sequence of a batch
+//! decides for itself (per lane, `row * kv_heads + head`), so a sequence keeps what it would
+//! keep decoded alone.
 
 use burn::prelude::*;
 
@@ -247,8 +249,16 @@ pub trait KvPolicy: Send {
     );
 
     /// A copy of this policy in its current state, for a part of the batch that decodes on
-    /// its own from here (the parts then decide separately).
+    /// its own from here.
     fn fork(&self) -> Box<dyn KvPolicy>;
+
+    /// Forgets the state of every sequence but those at batch rows `rows` (strictly
+    /// ascending) of a batch of `batch`, as [`KvCache::retain_rows`] does for the cache.
+    fn retain_rows(&mut self, _rows: &[usize], _batch: usize) {}
+
+    /// Repeats the state of the whole batch `n` times, as [`KvCache::repeat_batch`] does for
+    /// the cache (the sequences that continue from one shared prompt).
+    fn repeat_batch(&mut self, _n: usize) {}
 }
 
 /// Runs `policy` over every layer of `cache` after a forward pass.
@@ -263,9 +273,10 @@ pub fn apply(
     }
 }
 
-/// Per-KV-head sums of attention weights `[b, heads, q, len]` over batch, group and the
-/// queries in `q_range`: `[kv_heads][len]`.
-fn head_scores(
+/// Per-lane sums of attention weights `[b, heads, q, len]` over each KV head's group of
+/// query heads and the queries in `q_range`: `[b * kv_heads][len]` (lane `row * kv_heads +
+/// head`, as [`LayerCache`] counts them).
+fn lane_scores(
     attention: &Tensor<4>,
     kv_heads: usize,
     q_range: std::ops::Range<usize>,
@@ -277,14 +288,15 @@ fn head_scores(
         .convert::<f32>()
         .try_into_vec()
         .unwrap_or_default();
-    let group = heads / kv_heads.max(1);
-    let mut out = vec![vec![0.0f32; len]; kv_heads];
+    let kv_heads = kv_heads.max(1);
+    let group = heads / kv_heads;
+    let mut out = vec![vec![0.0f32; len]; b * kv_heads];
     if w.len() != b * heads * q * len {
         return out;
     }
     for bi in 0..b {
         for h in 0..heads {
-            let acc = &mut out[h / group];
+            let acc = &mut out[bi * kv_heads + h / group];
             for qi in q_range.clone() {
                 let row = &w[((bi * heads + h) * q + qi) * len..][..len];
                 acc.iter_mut().zip(row).for_each(|(a, x)| *a += x);
@@ -292,6 +304,25 @@ fn head_scores(
         }
     }
     out
+}
+
+/// Repeats per-lane state `n` times (see [`KvPolicy::repeat_batch`]).
+fn repeat_lanes<T: Clone>(lanes: &mut Vec<T>, n: usize) {
+    let one = std::mem::take(lanes);
+    *lanes = (0..n).flat_map(|_| one.iter().cloned()).collect();
+}
+
+/// Keeps the per-lane state of the sequences at batch rows `rows` (of `batch`): what a policy
+/// does when a batch drops its finished sequences.
+fn keep_rows<T: Clone>(lanes: &mut Vec<T>, rows: &[usize], batch: usize) {
+    if lanes.is_empty() || batch == 0 {
+        return;
+    }
+    let per_row = lanes.len() / batch;
+    *lanes = rows
+        .iter()
+        .flat_map(|&r| lanes[r * per_row..(r + 1) * per_row].iter().cloned())
+        .collect();
 }
 
 /// Indices (ascending) of the `keep` best of `candidates` by `score`, plus `always`.
@@ -375,13 +406,25 @@ struct H2o {
     budget: usize,
     window: usize,
     sink: usize,
-    /// `scores[layer][kv_head][entry]`, aligned with the cache.
+    /// `scores[layer][lane][entry]`, aligned with the cache.
     scores: Vec<Vec<Vec<f32>>>,
 }
 
 impl KvPolicy for H2o {
     fn fork(&self) -> Box<dyn KvPolicy> {
         Box::new(self.clone())
+    }
+
+    fn retain_rows(&mut self, rows: &[usize], batch: usize) {
+        self.scores
+            .iter_mut()
+            .for_each(|lanes| keep_rows(lanes, rows, batch));
+    }
+
+    fn repeat_batch(&mut self, n: usize) {
+        self.scores
+            .iter_mut()
+            .for_each(|lanes| repeat_lanes(lanes, n));
     }
 
     fn wants_attention(&self) -> bool {
@@ -394,10 +437,10 @@ impl KvPolicy for H2o {
         attention: Option<&Tensor<4>>,
         queries: usize,
     ) {
-        let (len, heads) = (cache.len(), cache.num_heads());
+        let (len, heads, lanes) = (cache.len(), cache.num_heads(), cache.lanes());
         let acc = &mut self.scores[layer];
-        acc.resize(heads, Vec::new());
-        let add = attention.map(|a| head_scores(a, heads, 0..queries));
+        acc.resize(lanes, Vec::new());
+        let add = attention.map(|a| lane_scores(a, heads, 0..queries));
         for (h, s) in acc.iter_mut().enumerate() {
             s.resize(len, 0.0);
             if let Some(add) = &add {
@@ -413,7 +456,7 @@ impl KvPolicy for H2o {
             .enumerate()
             .map(|(h, s)| {
                 top_plus(
-                    &with_sinks(s, cache.head_positions(h), self.sink),
+                    &with_sinks(s, cache.lane_positions(h), self.sink),
                     0..len - self.window,
                     self.budget - self.window,
                     recent.clone(),
@@ -423,7 +466,7 @@ impl KvPolicy for H2o {
         for (s, k) in acc.iter_mut().zip(&keep) {
             *s = k.iter().map(|&i| s[i]).collect();
         }
-        cache.retain_per_head(&keep);
+        cache.retain_lanes(&keep);
     }
 }
 
@@ -457,7 +500,7 @@ impl KvPolicy for SnapKv {
             return;
         }
         let obs = queries - self.window..queries;
-        let scores = head_scores(attention, cache.num_heads(), obs);
+        let scores = lane_scores(attention, cache.num_heads(), obs);
         let prefix = len - self.window;
         let half = self.kernel / 2;
         let keep: Vec<Vec<usize>> = scores
@@ -474,7 +517,7 @@ impl KvPolicy for SnapKv {
                 top_plus(&pooled, 0..prefix, self.budget - self.window, prefix..len)
             })
             .collect();
-        cache.retain_per_head(&keep);
+        cache.retain_lanes(&keep);
     }
 }
 
@@ -486,7 +529,7 @@ struct Rkv {
     window: usize,
     lambda: f32,
     sink: usize,
-    /// `recent[layer][kv_head]`: attention rows of the last `window` queries, newest last,
+    /// `recent[layer][lane]`: attention rows of the last `window` queries, newest last,
     /// each as long as the cache is now.
     recent: Vec<Vec<Vec<Vec<f32>>>>,
 }
@@ -500,7 +543,8 @@ fn normalise(v: &mut [f32]) {
 }
 
 impl Rkv {
-    /// Mean cosine similarity of each key of each head to the other keys: `[heads][len]`.
+    /// Mean cosine similarity of each key of each lane to the other keys of the lane:
+    /// `[lanes][len]`.
     fn redundancy(cache: &LayerCache) -> Vec<Vec<f32>> {
         let Some(keys) = cache.keys() else {
             return Vec::new();
@@ -513,11 +557,10 @@ impl Rkv {
             .try_into_vec()
             .unwrap_or_default();
         if k.len() != b * heads * len * d || len < 2 {
-            return vec![vec![0.0; len]; heads];
+            return vec![vec![0.0; len]; b * heads];
         }
-        (0..heads)
+        (0..b * heads)
             .map(|h| {
-                // Batch 0 decides for the batch: sequences share their cache layout.
                 let rows: Vec<Vec<f32>> = (0..len)
                     .map(|i| {
                         let r = &k[(h * len + i) * d..][..d];
@@ -550,6 +593,18 @@ impl KvPolicy for Rkv {
         Box::new(self.clone())
     }
 
+    fn retain_rows(&mut self, rows: &[usize], batch: usize) {
+        self.recent
+            .iter_mut()
+            .for_each(|lanes| keep_rows(lanes, rows, batch));
+    }
+
+    fn repeat_batch(&mut self, n: usize) {
+        self.recent
+            .iter_mut()
+            .for_each(|lanes| repeat_lanes(lanes, n));
+    }
+
     fn wants_attention(&self) -> bool {
         true
     }
@@ -560,13 +615,13 @@ impl KvPolicy for Rkv {
         attention: Option<&Tensor<4>>,
         queries: usize,
     ) {
-        let (len, heads) = (cache.len(), cache.num_heads());
+        let (len, heads, lanes) = (cache.len(), cache.num_heads(), cache.lanes());
         let recent = &mut self.recent[layer];
-        recent.resize(heads, Vec::new());
+        recent.resize(lanes, Vec::new());
         if let Some(a) = attention {
             let q0 = queries.saturating_sub(self.window);
             for qi in q0..queries {
-                let rows = head_scores(a, heads, qi..qi + 1);
+                let rows = lane_scores(a, heads, qi..qi + 1);
                 for (h, row) in rows.into_iter().enumerate() {
                     recent[h].push(row);
                 }
@@ -581,7 +636,7 @@ impl KvPolicy for Rkv {
             return;
         }
         let redundancy = Self::redundancy(cache);
-        let keep: Vec<Vec<usize>> = (0..heads)
+        let keep: Vec<Vec<usize>> = (0..lanes)
             .map(|h| {
                 let mut importance = vec![0.0f32; len];
                 for row in &recent[h] {
@@ -598,7 +653,7 @@ impl KvPolicy for Rkv {
                     .map(|(i, r)| self.lambda * i - (1.0 - self.lambda) * r)
                     .collect();
                 top_plus(
-                    &with_sinks(&score, cache.head_positions(h), self.sink),
+                    &with_sinks(&score, cache.lane_positions(h), self.sink),
                     0..len - self.window,
                     self.budget - self.window,
                     len - self.window..len,
@@ -610,7 +665,7 @@ impl KvPolicy for Rkv {
                 *row = keep[h].iter().map(|&i| row[i]).collect();
             }
         }
-        cache.retain_per_head(&keep);
+        cache.retain_lanes(&keep);
     }
 }
 

@@ -1,11 +1,13 @@
-//! Parallel sampling shares one prefill and decodes as a batch: each sequence must be exactly
-//! what a lone generation with its seed gives.
+//! Parallel sampling shares one prefill and decodes as a batch, and batched generation decodes
+//! different prompts together: each sequence must be exactly what a lone generation with its
+//! seed gives, under every eviction policy (each sequence keeps its own cache).
 
 mod common;
 
 use common::*;
+use laconic_infer::LoadedModel;
 use laconic_infer::generate::{GenerateConfig, SamplingConfig, ThinkConfig, generate};
-use laconic_infer::parallel::{generate_samples, generate_samples_with};
+use laconic_infer::parallel::{generate_batch, generate_samples, generate_samples_with};
 use laconic_infer::policy::KvPolicyConfig;
 
 #[test]
@@ -89,10 +91,7 @@ fn sampled_sequences_are_seeded_and_distinct() {
 fn two_half_batches_draw_the_same_samples_as_one_batch() {
     let m = load(&fixtures().join("llama"));
     let prompt = m.tokenizer.encode("The robot said", false).expect("encode");
-    for kv_policy in [
-        KvPolicyConfig::Full,
-        KvPolicyConfig::Window { sink: 2, window: 5 },
-    ] {
+    for kv_policy in policies() {
         let config = GenerateConfig {
             max_new_tokens: 14,
             sampling: SamplingConfig {
@@ -128,4 +127,151 @@ fn two_half_batches_draw_the_same_samples_as_one_batch() {
         };
         assert_eq!(peak(&one), peak(&two), "the cache is accounted alike");
     }
+}
+
+/// Every policy, with budgets small enough that each evicts within a few tokens.
+fn policies() -> Vec<KvPolicyConfig> {
+    vec![
+        KvPolicyConfig::Full,
+        KvPolicyConfig::Window { sink: 2, window: 5 },
+        KvPolicyConfig::H2o {
+            budget: 6,
+            window: 2,
+            sink: 1,
+        },
+        KvPolicyConfig::SnapKv {
+            budget: 4,
+            window: 2,
+            kernel: 3,
+        },
+        KvPolicyConfig::Rkv {
+            budget: 5,
+            buffer: 2,
+            window: 2,
+            lambda: 0.1,
+            sink: 0,
+        },
+    ]
+}
+
+/// A lone generation of `prompt` under `config`.
+fn lone(
+    m: &LoadedModel,
+    prompt: &[u32],
+    config: &GenerateConfig,
+) -> laconic_infer::generate::Generation {
+    let mut cache = m.model.new_cache();
+    generate(&m.model, &m.tokenizer, prompt, config, &mut cache, |_| {}).expect("generate")
+}
+
+#[test]
+fn each_sample_keeps_its_own_cache_under_every_policy() {
+    let m = load(&fixtures().join("llama"));
+    let prompt = m.tokenizer.encode("The robot said", false).expect("encode");
+    for kv_policy in policies() {
+        let config = GenerateConfig {
+            max_new_tokens: 14,
+            sampling: SamplingConfig {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 9,
+            },
+            kv_policy: kv_policy.clone(),
+            ..Default::default()
+        };
+        let v = generate_samples_with(&m.model, &m.tokenizer, &prompt, &config, 3, Some(false))
+            .expect("samples");
+        for (i, s) in v.samples.iter().enumerate() {
+            let alone = lone(
+                &m,
+                &prompt,
+                &GenerateConfig {
+                    sampling: SamplingConfig {
+                        seed: 9 + i as u64,
+                        ..config.sampling.clone()
+                    },
+                    ..config.clone()
+                },
+            );
+            assert_eq!(
+                s.generation.tokens, alone.tokens,
+                "{kv_policy:?}: sample {i} differs from its lone generation"
+            );
+            assert_eq!(
+                s.generation.peak_cache_entries, alone.peak_cache_entries,
+                "{kv_policy:?}: sample {i} holds a different cache"
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_prompts_answer_as_they_would_alone() {
+    let m = load(&fixtures().join("llama"));
+    // Two prompts of length 3 and three of length 5 (in two batches of at most 2), mixed.
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![5, 17, 33],
+        vec![40, 2, 9, 61, 7],
+        vec![9, 2, 41],
+        vec![12, 13, 14, 15, 16],
+        vec![100, 7, 8, 9, 10],
+    ];
+    // A stop token that the first prompt produces early, so that it leaves its batch while
+    // the other sequence goes on.
+    let free = lone(
+        &m,
+        &prompts[0],
+        &GenerateConfig {
+            max_new_tokens: 12,
+            ..Default::default()
+        },
+    );
+    let stop = free.tokens[3];
+    for kv_policy in policies() {
+        let config = GenerateConfig {
+            max_new_tokens: 12,
+            stop_tokens: vec![stop],
+            kv_policy: kv_policy.clone(),
+            ..Default::default()
+        };
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let batched = generate_batch(&m.model, &m.tokenizer, &prompts, &config, 2, |n| {
+            done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .expect("batch");
+        assert_eq!(batched.len(), prompts.len());
+        assert_eq!(
+            done.into_inner(),
+            prompts.len(),
+            "progress counts every prompt"
+        );
+        let mut stopped = 0;
+        for (i, (g, p)) in batched.iter().zip(&prompts).enumerate() {
+            let alone = lone(&m, p, &config);
+            stopped += usize::from(g.tokens.len() < 12);
+            assert_eq!(g.tokens, alone.tokens, "{kv_policy:?}: prompt {i} differs");
+            assert_eq!(g.text, alone.text);
+            assert_eq!(g.finish_reason, alone.finish_reason);
+            assert_eq!(g.prompt_tokens, p.len());
+            assert_eq!(
+                (g.peak_cache_entries, g.peak_cache_bytes),
+                (alone.peak_cache_entries, alone.peak_cache_bytes),
+                "{kv_policy:?}: prompt {i}'s cache is accounted differently"
+            );
+        }
+        assert!(
+            stopped >= 1 && stopped < prompts.len(),
+            "{kv_policy:?}: {stopped} stopped early"
+        );
+    }
+    let bad = generate_batch(
+        &m.model,
+        &m.tokenizer,
+        &[prompts[0].clone(), Vec::new()],
+        &GenerateConfig::default(),
+        4,
+        |_| {},
+    );
+    assert!(bad.is_err(), "an empty prompt is an error");
 }

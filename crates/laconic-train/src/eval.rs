@@ -40,9 +40,10 @@ pub struct EvalSummary {
     /// Mean over problems of the most entries (per layer and KV head) the cache held.
     #[serde(default)]
     pub mean_peak_kv_entries: f64,
-    /// Decode speed of one sequence: generated tokens over decode seconds, summed over
-    /// problems (problems run side by side on the thread pool, so the machine's total
-    /// throughput is higher).
+    /// Decode speed of one core: generated tokens over decode seconds, summed over problems
+    /// (problems, or batches of them, run side by side on the thread pool, so the machine's
+    /// total throughput is higher; in a batch a problem's seconds are its share of each
+    /// step).
     #[serde(default)]
     pub decode_tok_s: f64,
 }
@@ -62,6 +63,10 @@ pub struct EvalConfig {
     /// Ask a budget-trained student for this reasoning budget in tokens (its control
     /// string, `[budget N]`; see `laconic_traces::schema::budget_control`).
     pub budget: Option<usize>,
+    /// Problems whose prompts have the same length decode together, up to this many per
+    /// batch (`laconic_infer::parallel::generate_batch`); 1 decodes each problem alone.
+    /// Answers are the same either way (up to float summation order).
+    pub batch: usize,
 }
 
 /// Answers the first `config.limit` problems of `spec` greedily, grades them, and writes one
@@ -113,20 +118,35 @@ pub fn evaluate(
         }
         prompts.push(formatter.prompt_ids(p)?);
     }
-    // Greedy decoding of one sequence keeps about one core busy: problems run side by side
-    // on the thread pool (results stay in problem order).
+    // Greedy decoding of one sequence keeps about one core busy: problems (or batches of
+    // problems) run side by side on the thread pool (results stay in problem order).
     let tokenizer = formatter.tokenizer();
-    let generations: Vec<Generation> = prompts
-        .par_iter()
-        .map(|prompt| {
-            let mut cache = model.new_cache();
-            let g = generate(model, tokenizer, prompt, &gen_config, &mut cache, |_| {});
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
-            g
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    let generations: Vec<Generation> = if config.batch > 1 {
+        laconic_infer::parallel::generate_batch(
+            model,
+            tokenizer,
+            &prompts,
+            &gen_config,
+            config.batch,
+            |n| {
+                if let Some(b) = &bar {
+                    b.inc(n as u64);
+                }
+            },
+        )?
+    } else {
+        prompts
+            .par_iter()
+            .map(|prompt| {
+                let mut cache = model.new_cache();
+                let g = generate(model, tokenizer, prompt, &gen_config, &mut cache, |_| {});
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                g
+            })
+            .collect::<std::result::Result<_, _>>()?
+    };
     for (p, g) in problems.iter().zip(generations) {
         let gold = p.gold.clone().unwrap_or_else(|| p.answer.clone());
         let graded = grader.grade(&g.text, &gold);

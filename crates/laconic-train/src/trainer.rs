@@ -614,6 +614,7 @@ fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
         kv_policy: laconic_infer::policy::KvPolicyConfig::Full,
         ratio: None,
         budget: None,
+        batch: 1,
     }
 }
 

@@ -131,6 +131,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                       k: usize|
          -> Result<usize> {
             cache.repeat_batch(k);
+            policy.repeat_batch(k);
             let mut next = vec![first[0]; k];
             for _ in 0..args.new_tokens {
                 let input = Tensor::<2, Int>::from_data(

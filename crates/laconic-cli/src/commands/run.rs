@@ -404,6 +404,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             s("--out"),
             path_arg(out),
         ];
+        if e.batch > 1 {
+            a.extend([s("--batch"), s(e.batch)]);
+        }
         if p.device != "flex" {
             a.extend([s("--device"), p.device.clone()]);
         }

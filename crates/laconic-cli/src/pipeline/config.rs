@@ -215,6 +215,14 @@ pub struct EvalStage {
     /// Evaluate the base model too (full cache).
     #[serde(default)]
     pub base: bool,
+    /// Problems whose prompts have the same length decode together, up to this many per
+    /// batch (`laconic eval --batch`; the answers are the same as one at a time).
+    #[serde(default = "default_eval_batch")]
+    pub batch: usize,
+}
+
+fn default_eval_batch() -> usize {
+    8
 }
 
 fn default_eval_tokens() -> usize {
@@ -324,6 +332,9 @@ impl Pipeline {
         }
         if self.eval.budget == Some(0) {
             bail!("eval.budget must be at least 1 token");
+        }
+        if self.eval.batch == 0 {
+            bail!("eval.batch must be at least 1");
         }
         if let Some(r) = self.eval.ratio.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
             bail!("eval.ratio must be in (0, 1], got {r}");
