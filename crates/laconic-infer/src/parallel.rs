@@ -211,7 +211,7 @@ impl Seq {
                     self.think_tokens += 1;
                     if group.max_think.is_some_and(|m| self.think_tokens >= m) {
                         self.thinking = false;
-                        self.queued.extend(group.end_ids);
+                        self.queued.extend(&group.end_ids);
                     }
                 }
             }
@@ -295,10 +295,34 @@ struct Group<'a> {
     model: &'a Model,
     tokenizer: &'a Tokenizer,
     config: &'a GenerateConfig,
-    end_ids: &'a [u32],
+    end_ids: Vec<u32>,
     max_think: Option<usize>,
     budget: usize,
-    device: &'a Device,
+    device: Device,
+}
+
+impl<'a> Group<'a> {
+    /// The decoding of sequences of at most `budget` new tokens under `config`.
+    fn new(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        config: &'a GenerateConfig,
+        budget: usize,
+    ) -> Result<Self> {
+        let end_ids = match &config.think {
+            Some(t) => tokenizer.encode(&t.end, false)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            end_ids,
+            max_think: config.think.as_ref().and_then(|t| t.max_tokens),
+            budget,
+            device: model.embed_tokens.weight.device(),
+        })
+    }
 }
 
 impl Group<'_> {
@@ -348,7 +372,7 @@ impl Group<'_> {
                 active.len(),
                 &mut cache,
                 policy.as_mut(),
-                self.device,
+                &self.device,
             )
             .ok_or_else(|| InferError::TensorData("no logits".into()))?;
             let all = logits_row(logits)?;
@@ -388,15 +412,6 @@ fn check(model: &Model, config: &GenerateConfig, prompt: &[u32]) -> Result<usize
         });
     }
     Ok(config.max_new_tokens.min(context - prompt.len()))
-}
-
-/// The end-of-thinking delimiter's ids and the reasoning budget of `config`.
-fn delimiter(tokenizer: &Tokenizer, config: &GenerateConfig) -> Result<(Vec<u32>, Option<usize>)> {
-    let end_ids = match &config.think {
-        Some(t) => tokenizer.encode(&t.end, false)?,
-        None => Vec::new(),
-    };
-    Ok((end_ids, config.think.as_ref().and_then(|t| t.max_tokens)))
 }
 
 /// Draws `n` samples for `prompt`, sharing its prefill, and votes. `config.think.min_tokens`
@@ -441,13 +456,12 @@ pub fn generate_samples_with(
             "--samples must be at least 1".into(),
         ));
     }
-    let budget = check(model, config, prompt)?;
-    let device = model.embed_tokens.weight.device();
-    let (end_ids, max_think) = delimiter(tokenizer, config)?;
+    let group = Group::new(model, tokenizer, config, check(model, config, prompt)?)?;
+    let device = &group.device;
     let t0 = std::time::Instant::now();
     let mut policy = config.kv_policy.build(model.config().num_layers);
     let mut cache: KvCache = model.new_cache();
-    let first = step(model, prompt, &mut cache, policy.as_mut(), &device)
+    let first = step(model, prompt, &mut cache, policy.as_mut(), device)
         .ok_or_else(|| InferError::TensorData("no logits".into()))?;
     let first = logits_row(first)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
@@ -460,16 +474,7 @@ pub fn generate_samples_with(
             Seq::new(sampling, config.think.is_some(), first.clone())
         })
         .collect();
-    let group = Group {
-        model,
-        tokenizer,
-        config,
-        end_ids: &end_ids,
-        max_think,
-        budget,
-        device: &device,
-    };
-    let halves = n >= 2 && halves.unwrap_or_else(|| decodes_in_halves(n, &device));
+    let halves = n >= 2 && halves.unwrap_or_else(|| decodes_in_halves(n, device));
     let seqs = if halves {
         let mut seqs = seqs;
         let second = seqs.split_off(n.div_ceil(2));
@@ -534,8 +539,6 @@ pub fn generate_batch(
         .iter()
         .map(|p| check(model, config, p))
         .collect::<Result<Vec<_>>>()?;
-    let device = model.embed_tokens.weight.device();
-    let (end_ids, max_think) = delimiter(tokenizer, config)?;
     let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, p) in prompts.iter().enumerate() {
         by_len.entry(p.len()).or_default().push(i);
@@ -547,15 +550,7 @@ pub fn generate_batch(
     let decode_chunk = |chunk: &[usize]| -> Result<Vec<(usize, Generation)>> {
         let k = chunk.len();
         let len = prompts[chunk[0]].len();
-        let group = Group {
-            model,
-            tokenizer,
-            config,
-            end_ids: &end_ids,
-            max_think,
-            budget: budgets[chunk[0]],
-            device: &device,
-        };
+        let group = Group::new(model, tokenizer, config, budgets[chunk[0]])?;
         let t0 = std::time::Instant::now();
         let mut policy = config.kv_policy.build(model.config().num_layers);
         let mut cache = model.new_cache();
@@ -564,7 +559,7 @@ pub fn generate_batch(
             .flat_map(|&i| prompts[i].iter().copied())
             .collect();
         let logits =
-            crate::generate::step_batch(model, &ids, k, &mut cache, policy.as_mut(), &device)
+            crate::generate::step_batch(model, &ids, k, &mut cache, policy.as_mut(), &group.device)
                 .ok_or_else(|| InferError::TensorData("no logits".into()))?;
         let all = logits_row(logits)?;
         let vocab = all.len() / k;

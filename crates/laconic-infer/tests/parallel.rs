@@ -87,6 +87,8 @@ fn sampled_sequences_are_seeded_and_distinct() {
     assert!(a.chosen < 4);
 }
 
+/// Under every policy, one batch and two half batches draw the same samples, and each is the
+/// lone generation with its seed.
 #[test]
 fn two_half_batches_draw_the_same_samples_as_one_batch() {
     let m = load(&fixtures().join("llama"));
@@ -108,6 +110,20 @@ fn two_half_batches_draw_the_same_samples_as_one_batch() {
                 .expect("samples")
         };
         let (one, two) = (run(false), run(true));
+        // Each sequence keeps its own cache: sample i is the lone generation with seed + i.
+        for (i, s) in one.samples.iter().enumerate() {
+            let mut alone_config = config.clone();
+            alone_config.sampling.seed = 5 + i as u64;
+            let alone = lone(&m, &prompt, &alone_config);
+            assert_eq!(
+                s.generation.tokens, alone.tokens,
+                "{kv_policy:?}: sample {i} differs from its lone generation"
+            );
+            assert_eq!(
+                s.generation.peak_cache_entries, alone.peak_cache_entries,
+                "{kv_policy:?}: sample {i} holds a different cache"
+            );
+        }
         let tokens = |v: &laconic_infer::parallel::Vote| {
             v.samples
                 .iter()
@@ -162,48 +178,6 @@ fn lone(
 ) -> laconic_infer::generate::Generation {
     let mut cache = m.model.new_cache();
     generate(&m.model, &m.tokenizer, prompt, config, &mut cache, |_| {}).expect("generate")
-}
-
-#[test]
-fn each_sample_keeps_its_own_cache_under_every_policy() {
-    let m = load(&fixtures().join("llama"));
-    let prompt = m.tokenizer.encode("The robot said", false).expect("encode");
-    for kv_policy in policies() {
-        let config = GenerateConfig {
-            max_new_tokens: 14,
-            sampling: SamplingConfig {
-                temperature: 1.0,
-                top_k: 0,
-                top_p: 1.0,
-                seed: 9,
-            },
-            kv_policy: kv_policy.clone(),
-            ..Default::default()
-        };
-        let v = generate_samples_with(&m.model, &m.tokenizer, &prompt, &config, 3, Some(false))
-            .expect("samples");
-        for (i, s) in v.samples.iter().enumerate() {
-            let alone = lone(
-                &m,
-                &prompt,
-                &GenerateConfig {
-                    sampling: SamplingConfig {
-                        seed: 9 + i as u64,
-                        ..config.sampling.clone()
-                    },
-                    ..config.clone()
-                },
-            );
-            assert_eq!(
-                s.generation.tokens, alone.tokens,
-                "{kv_policy:?}: sample {i} differs from its lone generation"
-            );
-            assert_eq!(
-                s.generation.peak_cache_entries, alone.peak_cache_entries,
-                "{kv_policy:?}: sample {i} holds a different cache"
-            );
-        }
-    }
 }
 
 #[test]

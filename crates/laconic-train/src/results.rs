@@ -67,7 +67,8 @@ pub struct Row {
     pub mean_reasoning_tokens: f64,
     /// Mean over problems of the most bytes the KV cache held.
     pub peak_kv_bytes: f64,
-    /// Decode tokens/s of one sequence (generated tokens over decode seconds, summed).
+    /// Decode tokens/s of one core (generated tokens over decode seconds, summed; in a batched
+    /// evaluation a step's time is split among the sequences it advanced).
     pub decode_tok_s: f64,
 }
 

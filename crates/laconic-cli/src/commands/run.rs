@@ -563,7 +563,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut md = format!(
         "# {} results\n\nProblems: `{}`{}. Stages took {} in total (each stage's last run; \
          this invocation {}). Peak KV is the mean over problems of the most bytes the \
-         cache held; decode tok/s is per sequence.\n\n",
+         cache held; decode tok/s is one core's throughput (generated tokens over decode \
+         seconds, a batched step's time split among its sequences).\n\n",
         p.name,
         e.problems,
         e.limit.map(|n| format!(" (first {n})")).unwrap_or_default(),
