@@ -385,6 +385,11 @@ impl KvCache {
         self.layers.iter().map(LayerCache::bytes).sum()
     }
 
+    /// Sequences in the batch (0 before the first forward pass).
+    pub fn batch(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::batch)
+    }
+
     /// Repeats a batch-1 cache `n` times along the batch (see [`LayerCache::repeat_batch`]).
     pub fn repeat_batch(&mut self, n: usize) {
         self.layers.iter_mut().for_each(|l| l.repeat_batch(n));

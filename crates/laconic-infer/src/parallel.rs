@@ -361,8 +361,7 @@ impl Group<'_> {
                 break;
             }
             if going.len() < active.len() {
-                cache.retain_rows(&going);
-                policy.retain_rows(&going, active.len());
+                crate::policy::retain_rows(policy.as_mut(), &mut cache, &going);
                 active = going.iter().map(|&r| active[r]).collect();
             }
             let t = std::time::Instant::now();
@@ -479,10 +478,8 @@ pub fn generate_samples_with(
         let mut seqs = seqs;
         let second = seqs.split_off(n.div_ceil(2));
         let (mut cache_b, mut policy_b) = (cache.clone(), policy.fork());
-        cache.repeat_batch(seqs.len());
-        policy.repeat_batch(seqs.len());
-        cache_b.repeat_batch(second.len());
-        policy_b.repeat_batch(second.len());
+        crate::policy::repeat_batch(policy.as_mut(), &mut cache, seqs.len());
+        crate::policy::repeat_batch(policy_b.as_mut(), &mut cache_b, second.len());
         let (a, b) = rayon::join(
             || group.decode(seqs, cache, policy),
             || group.decode(second, cache_b, policy_b),
@@ -491,8 +488,7 @@ pub fn generate_samples_with(
         seqs.extend(b?);
         seqs
     } else {
-        cache.repeat_batch(n);
-        policy.repeat_batch(n);
+        crate::policy::repeat_batch(policy.as_mut(), &mut cache, n);
         group.decode(seqs, cache, policy)?
     };
     let total = t0.elapsed().as_secs_f64();

@@ -273,6 +273,21 @@ pub fn apply(
     }
 }
 
+/// Repeats `cache` and `policy`'s per-sequence state `n` times along the batch, together (the
+/// sequences that continue from one shared prompt).
+pub fn repeat_batch(policy: &mut dyn KvPolicy, cache: &mut KvCache, n: usize) {
+    cache.repeat_batch(n);
+    policy.repeat_batch(n);
+}
+
+/// Keeps only the sequences at batch rows `rows` (strictly ascending) in `cache` and in
+/// `policy`'s state, together (a batch dropping its finished sequences).
+pub fn retain_rows(policy: &mut dyn KvPolicy, cache: &mut KvCache, rows: &[usize]) {
+    let batch = cache.batch();
+    cache.retain_rows(rows);
+    policy.retain_rows(rows, batch);
+}
+
 /// Per-lane sums of attention weights `[b, heads, q, len]` over each KV head's group of
 /// query heads and the queries in `q_range`: `[b * kv_heads][len]` (lane `row * kv_heads +
 /// head`, as [`LayerCache`] counts them).

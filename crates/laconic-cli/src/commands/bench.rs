@@ -130,8 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                       mut policy: Box<dyn policy::KvPolicy>,
                       k: usize|
          -> Result<usize> {
-            cache.repeat_batch(k);
-            policy.repeat_batch(k);
+            policy::repeat_batch(policy.as_mut(), &mut cache, k);
             let mut next = vec![first[0]; k];
             for _ in 0..args.new_tokens {
                 let input = Tensor::<2, Int>::from_data(
