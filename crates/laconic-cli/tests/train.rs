@@ -310,3 +310,107 @@ fn eval_answers_and_grades_a_dataset() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_interrupted_eval_resumes_from_its_saved_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = "procedural:count=6,seed=5,difficulty=1,distractors=false";
+    let eval = |out: &Path, max_new: &str| {
+        laconic(&[
+            "eval",
+            "--model",
+            fixture().to_str().expect("utf8"),
+            "--dataset",
+            spec,
+            "--limit",
+            "6",
+            "--max-new-tokens",
+            max_new,
+            "--batch",
+            "2",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+    };
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("line"))
+            .collect()
+    };
+    // The reference: one uninterrupted run.
+    let whole = dir.path().join("whole.jsonl");
+    let o = eval(&whole, "8");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
+    let expected = read(&whole);
+    assert_eq!(expected.len(), 6);
+    assert!(!dir.path().join("whole.jsonl.partial").exists());
+
+    // A run whose final write fails (its output path is a directory) keeps every answer it
+    // made in OUT.partial, after a header line.
+    let out = dir.path().join("eval.jsonl");
+    std::fs::create_dir(&out).expect("mkdir");
+    let o = eval(&out, "8");
+    assert!(!o.status.success(), "writing over a directory must fail");
+    let partial = dir.path().join("eval.jsonl.partial");
+    let saved = read(&partial);
+    assert_eq!(saved.len(), 7, "a header and six answers");
+    std::fs::remove_dir(&out).expect("rmdir");
+
+    // Keep the header and three answers (one marked, to see that it is reused, not redone),
+    // plus half a line, as a kill in the middle of a write leaves.
+    let mut kept: Vec<serde_json::Value> = saved[..4].to_vec();
+    kept[1]["result"]["output"] = "SAVED BEFORE THE INTERRUPTION".into();
+    let marked = kept[1]["index"].as_u64().expect("index") as usize;
+    let mut text: String = kept.iter().map(|v| format!("{v}\n")).collect();
+    text.push_str(&saved[4].to_string()[..20]);
+    std::fs::write(&partial, text).expect("write");
+
+    // Other settings: a clear error that names the file and what differs; nothing touched.
+    let before = std::fs::read(&partial).expect("partial");
+    let o = eval(&out, "7");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("eval.jsonl.partial") && err.contains("max_new_tokens differs"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&partial).expect("partial") == before,
+        "a partial file made with other settings is left as it was"
+    );
+    assert!(!out.exists());
+
+    // The same settings resume: three answers read back, three decoded, all in order.
+    let o = eval(&out, "8");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !partial.exists(),
+        "the partial file goes once the output is written"
+    );
+    let resumed = read(&out);
+    assert_eq!(resumed.len(), 6);
+    for (i, (r, e)) in resumed.iter().zip(&expected).enumerate() {
+        if i == marked {
+            assert_eq!(r["output"], "SAVED BEFORE THE INTERRUPTION");
+            assert_eq!(r["id"], e["id"]);
+        } else {
+            // Everything but the time it took.
+            let (mut r, mut e) = (r.clone(), e.clone());
+            r["decode_seconds"] = 0.into();
+            e["decode_seconds"] = 0.into();
+            assert_eq!(r, e, "problem {i}");
+        }
+    }
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
+    for key in [
+        "problems",
+        "correct",
+        "mean_reasoning_tokens",
+        "mean_peak_kv_bytes",
+    ] {
+        assert_eq!(s[key], summary[key], "{key}");
+    }
+}

@@ -522,13 +522,17 @@ pub fn generate_samples_with(
 /// generation's `prefill_seconds` and `decode_seconds` are its share of its batch's time (a
 /// step's time divided by the sequences it advanced), so tokens over seconds is the
 /// throughput of one core. `config.think.min_tokens` must be 0.
+///
+/// `on_done(i, generation)` is called as soon as prompt `i`'s batch has finished (from the
+/// thread that decoded it, in no particular order): for progress, or to save answers as they
+/// come so that an interrupted run loses at most the batches in flight.
 pub fn generate_batch(
     model: &Model,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
     batch: usize,
-    on_done: impl Fn(usize) + Sync,
+    on_done: impl Fn(usize, &Generation) + Sync,
 ) -> Result<Vec<Generation>> {
     use rayon::prelude::*;
     let budgets = prompts
@@ -580,7 +584,9 @@ pub fn generate_batch(
                 Ok((i, generation))
             })
             .collect::<Result<Vec<_>>>()?;
-        on_done(k);
+        for (i, g) in &out {
+            on_done(*i, g);
+        }
         Ok(out)
     };
     let done: Vec<Vec<(usize, Generation)>> = chunks

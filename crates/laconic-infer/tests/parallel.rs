@@ -209,16 +209,24 @@ fn batched_prompts_answer_as_they_would_alone() {
             kv_policy: kv_policy.clone(),
             ..Default::default()
         };
-        let done = std::sync::atomic::AtomicUsize::new(0);
-        let batched = generate_batch(&m.model, &m.tokenizer, &prompts, &config, 2, |n| {
-            done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        let done = std::sync::Mutex::new(Vec::new());
+        let batched = generate_batch(&m.model, &m.tokenizer, &prompts, &config, 2, |i, g| {
+            if let Ok(mut d) = done.lock() {
+                d.push((i, g.tokens.clone()));
+            }
         })
         .expect("batch");
         assert_eq!(batched.len(), prompts.len());
+        let mut done = done.into_inner().expect("lock");
+        done.sort();
+        let expected: Vec<(usize, Vec<u32>)> = batched
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i, g.tokens.clone()))
+            .collect();
         assert_eq!(
-            done.into_inner(),
-            prompts.len(),
-            "progress counts every prompt"
+            done, expected,
+            "on_done reports each prompt once, with its answer"
         );
         let mut stopped = 0;
         for (i, (g, p)) in batched.iter().zip(&prompts).enumerate() {
@@ -245,7 +253,7 @@ fn batched_prompts_answer_as_they_would_alone() {
         &[prompts[0].clone(), Vec::new()],
         &GenerateConfig::default(),
         4,
-        |_| {},
+        |_, _| {},
     );
     assert!(bad.is_err(), "an empty prompt is an error");
 }

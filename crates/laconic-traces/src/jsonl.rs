@@ -148,6 +148,32 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Reads every line of a JSONL file as a `T`, with errors that name `file:line` (a last line
+/// cut short by an interrupted write is reported as such; remove it first with
+/// [`crate::schema::drop_incomplete_tail`] when resuming).
+pub fn read_json_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    read_lines(path)?
+        .iter()
+        .map(|line| parse_line(path, line))
+        .collect()
+}
+
+/// Appends `value` to `file` as one whole JSON line, then flushes and syncs it (`sync_data`):
+/// a line reported written survives a crash. Open the file in append mode; if a killed run
+/// left it mid-line, a newline is written first so the new line stays whole.
+pub fn append_json_line<T: serde::Serialize>(file: &mut File, value: &T) -> io::Result<()> {
+    let json = serde_json::to_string(value)?;
+    let mut line = String::with_capacity(json.len() + 2);
+    if crate::schema::ends_mid_line(file)? {
+        line.push('\n');
+    }
+    line.push_str(&json);
+    line.push('\n');
+    file.write_all(line.as_bytes())?;
+    file.flush()?;
+    file.sync_data()
+}
+
 /// Syncs the directory that holds `path`, so that a rename survives a power cut. Best effort:
 /// not every platform can open a directory for syncing.
 fn sync_dir(path: &Path) {

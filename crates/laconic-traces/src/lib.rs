@@ -33,5 +33,5 @@ pub mod teacher;
 pub use datasets::DatasetSpec;
 pub use error::{Result, TraceError};
 pub use grade::{GradeSummary, Graded, Grader};
-pub use jsonl::write_atomic;
+pub use jsonl::{append_json_line, read_json_lines, write_atomic};
 pub use schema::{Provenance, SCHEMA_VERSION, Trace};

@@ -262,20 +262,10 @@ pub fn append_trace(file: &mut File, trace: &Trace) -> Result<()> {
         id: trace.id.clone(),
         message,
     })?;
-    let append_err = |source| TraceError::Append {
+    crate::jsonl::append_json_line(file, trace).map_err(|source| TraceError::Append {
         id: trace.id.clone(),
         source,
-    };
-    let json = serde_json::to_string(trace).map_err(|e| append_err(e.into()))?;
-    let mut line = String::with_capacity(json.len() + 2);
-    if ends_mid_line(file).map_err(append_err)? {
-        line.push('\n');
-    }
-    line.push_str(&json);
-    line.push('\n');
-    file.write_all(line.as_bytes()).map_err(append_err)?;
-    file.flush().map_err(append_err)?;
-    file.sync_data().map_err(append_err)
+    })
 }
 
 /// Whether a non-empty file's last byte is not a newline. A handle that cannot be read (opened

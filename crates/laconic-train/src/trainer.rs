@@ -406,7 +406,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
                 &model.valid(),
                 &formatter,
                 &DatasetSpec::parse(&e.dataset)?,
-                &eval_config(e),
+                &eval_config(
+                    e,
+                    format!("{} before training", recipe.model.path.display()),
+                ),
                 Some(&run.join("eval-before.jsonl")),
                 options.progress,
             )?;
@@ -582,7 +585,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<TrainReport> {
                 &model.valid(),
                 &formatter,
                 &DatasetSpec::parse(&e.dataset)?,
-                &eval_config(e),
+                &eval_config(
+                    e,
+                    format!("{} after {} steps", recipe.model.path.display(), state.step),
+                ),
                 Some(&run.join("eval-after.jsonl")),
                 options.progress,
             )?;
@@ -607,7 +613,7 @@ fn read_eval_summary(path: &Path) -> Option<EvalSummary> {
     serde_json::from_str(&text).ok()
 }
 
-fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
+fn eval_config(e: &crate::recipe::EvalSection, model_id: String) -> EvalConfig {
     EvalConfig {
         limit: e.limit,
         max_new_tokens: e.max_new_tokens,
@@ -615,6 +621,7 @@ fn eval_config(e: &crate::recipe::EvalSection) -> EvalConfig {
         ratio: None,
         budget: None,
         batch: 1,
+        model_id,
     }
 }
 

@@ -60,6 +60,24 @@ pub fn dataset_spec(s: &str) -> Result<DatasetSpec> {
     Ok(DatasetSpec::parse(s)?)
 }
 
+/// What names the evaluated model in an interrupted evaluation's saved answers: each file's
+/// path, size and modification time (a re-exported checkpoint is another model).
+fn model_id(model: &std::path::Path, adapter: Option<&std::path::Path>) -> String {
+    let stamp = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let modified = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        format!("{} ({size} bytes, modified {modified})", p.display())
+    };
+    match adapter {
+        Some(a) => format!("{} + adapter {}", stamp(model), stamp(a)),
+        None => stamp(model),
+    }
+}
+
 /// Runs `laconic eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let spec = dataset_spec(&args.dataset)?;
@@ -83,6 +101,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ratio: args.ratio,
         budget: args.budget,
         batch: args.batch,
+        model_id: format!(
+            "{}, weights {}",
+            model_id(&args.model.model, args.adapter.as_deref()),
+            args.model.weights
+        ),
     };
     if args.budget == Some(0) {
         anyhow::bail!("--budget must be at least 1 token");
