@@ -200,16 +200,22 @@ pub fn evaluate(
             .to_string(),
         }
     };
-    // Each answer is graded and saved as soon as its batch finishes; the first error saving one
-    // is reported after the batches in flight end.
+    // Each answer is graded once, as soon as its batch finishes, and saved to the partial
+    // file; the first error saving one is reported after the batches in flight end.
     let save_error: std::sync::Mutex<Option<TrainError>> = std::sync::Mutex::new(None);
+    let fresh: std::sync::Mutex<Vec<(usize, ProblemResult)>> =
+        std::sync::Mutex::new(Vec::with_capacity(todo.len()));
     let on_done = |k: usize, g: &Generation| {
         let i = todo[k];
+        let r = result_of(i, g);
         if let Some(p) = &partial
-            && let Err(e) = p.append(i, &result_of(i, g))
+            && let Err(e) = p.append(i, &r)
             && let Ok(mut slot) = save_error.lock()
         {
             slot.get_or_insert(e);
+        }
+        if let Ok(mut f) = fresh.lock() {
+            f.push((i, r));
         }
         if let Some(b) = &bar {
             b.inc(1);
@@ -219,7 +225,7 @@ pub fn evaluate(
     // problems) run side by side on the thread pool (results stay in problem order).
     let tokenizer = formatter.tokenizer();
     let todo_prompts: Vec<Vec<u32>> = todo.iter().map(|&i| prompts[i].clone()).collect();
-    let generations: Vec<Generation> = if config.batch > 1 {
+    if config.batch > 1 {
         laconic_infer::parallel::generate_batch(
             model,
             tokenizer,
@@ -227,7 +233,7 @@ pub fn evaluate(
             &gen_config,
             config.batch,
             on_done,
-        )?
+        )?;
     } else {
         todo_prompts
             .par_iter()
@@ -236,15 +242,18 @@ pub fn evaluate(
                 let mut cache = model.new_cache();
                 let g = generate(model, tokenizer, prompt, &gen_config, &mut cache, |_| {})?;
                 on_done(k, &g);
-                Ok(g)
+                Ok(())
             })
-            .collect::<std::result::Result<_, laconic_infer::InferError>>()?
-    };
+            .collect::<std::result::Result<Vec<()>, laconic_infer::InferError>>()?;
+    }
     if let Some(e) = save_error.into_inner().ok().flatten() {
         return Err(e);
     }
-    for (&i, g) in todo.iter().zip(&generations) {
-        results[i] = Some(result_of(i, g));
+    for (i, r) in fresh
+        .into_inner()
+        .map_err(|_| TrainError::Invalid("an evaluation thread panicked".into()))?
+    {
+        results[i] = Some(r);
     }
     let results: Vec<ProblemResult> = results.into_iter().flatten().collect();
     if let Some(b) = &bar {
