@@ -48,7 +48,7 @@ struct KvArgs {
     #[arg(long)]
     kv_sink: Option<usize>,
     /// Recent entries always kept (h2o default budget/2; snapkv observation window, default 16;
-    /// rkv observation window, default 8).
+    /// rkv observation window and recent entries kept, default 16).
     #[arg(long)]
     kv_window: Option<usize>,
     /// rkv: entries allowed above the budget before an eviction (default budget/4).

@@ -279,7 +279,7 @@ fn kv_eval_compares_policies_with_the_full_cache() {
             "Weng earns 12/60 = $0.2 per minute. Working 50 minutes, she earned 0.2 x 50 = $10.\n#### 10",
         ),
     ];
-    std::fs::write(&data, lines.join("\n")).expect("write");
+    std::fs::write(&data, [&lines[..], &lines[..]].concat().join("\n")).expect("write");
     let (json, svg) = (dir.path().join("kv.json"), dir.path().join("kv.svg"));
     let model = fixtures().join("llama");
     let o = laconic(&[
@@ -294,6 +294,8 @@ fn kv_eval_compares_policies_with_the_full_cache() {
         "48",
         "--greedy-tokens",
         "24",
+        "--segments",
+        "2",
         "--policies",
         "window,h2o,snapkv",
         "--budgets",
@@ -308,6 +310,10 @@ fn kv_eval_compares_policies_with_the_full_cache() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
     let rows = v["results"].as_array().expect("results");
     assert_eq!(rows.len(), 7, "full + 3 policies x 2 budgets");
+    // Two spans, each with its own greedy continuation of up to 24 tokens, pooled.
+    assert_eq!(v["segments"], 2);
+    let greedy = v["greedy_tokens"].as_u64().expect("greedy_tokens");
+    assert!(greedy > 24 && greedy <= 48, "{greedy}");
     let get = |p: &str, b: u64| {
         rows.iter()
             .find(|r| r["policy"] == p && r["budget"] == b)
@@ -366,6 +372,10 @@ fn kv_eval_compares_policies_with_the_full_cache() {
         ],
     );
     assert_clean_failure(&o, "has only");
+    let o = kv_eval(data, &["--kv-lambda", "1.5"]);
+    assert_clean_failure(&o, "--kv-lambda must lie in [0, 1]");
+    let o = kv_eval(data, &["--segments", "0"]);
+    assert_clean_failure(&o, "--segments must be at least 1");
     let o = kv_eval(data, &["--tokens", "40", "--prompt-tokens", "48"]);
     assert_clean_failure(&o, "--tokens (40) larger than --prompt-tokens (48)");
 }

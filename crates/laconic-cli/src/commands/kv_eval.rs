@@ -35,6 +35,12 @@ pub struct KvEvalArgs {
     /// Greedy tokens whose agreement with the full cache is measured.
     #[arg(long, default_value_t = 128)]
     greedy_tokens: usize,
+    /// Consecutive, non-overlapping spans of `--tokens` tokens to measure, each with its own
+    /// prompt and greedy continuation; perplexity and agreement are pooled over all of them
+    /// (one span of 512 tokens gives 128 greedy tokens: one disagreement moves the figure by
+    /// 0.8 points).
+    #[arg(long, default_value_t = 4)]
+    segments: usize,
     /// Policies to compare (comma-separated).
     #[arg(long, default_value = "window,h2o,snapkv,rkv", value_delimiter = ',')]
     policies: Vec<String>,
@@ -45,6 +51,18 @@ pub struct KvEvalArgs {
     /// h2o and rkv 0).
     #[arg(long)]
     kv_sink: Option<usize>,
+    /// Recent window for window, h2o, snapkv and rkv, as `--kv-window` sets it (default: the
+    /// policy's own).
+    #[arg(long)]
+    kv_window: Option<usize>,
+    /// Entries rkv may hold above its budget before evicting, as `--kv-buffer` sets it
+    /// (default: budget / 4).
+    #[arg(long)]
+    kv_buffer: Option<usize>,
+    /// rkv's weight of importance against redundancy, in [0, 1] (default 0.5; R-KV's paper
+    /// uses 0.1).
+    #[arg(long)]
+    kv_lambda: Option<f32>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -181,6 +199,12 @@ fn perplexity(lp: &[(Option<f32>, u32)]) -> f64 {
 /// Runs `laconic kv-eval`.
 pub fn run(args: KvEvalArgs) -> Result<()> {
     // Flags first, before a model is loaded or a token is decoded.
+    if args.kv_lambda.is_some_and(|l| !(0.0..=1.0).contains(&l)) {
+        bail!("--kv-lambda must lie in [0, 1]");
+    }
+    if args.segments == 0 {
+        bail!("--segments must be at least 1");
+    }
     if args.prompt_tokens == 0 || args.greedy_tokens == 0 || args.tokens <= args.prompt_tokens {
         bail!(
             "--prompt-tokens and --greedy-tokens must be positive, and --tokens ({}) larger than \
@@ -192,11 +216,17 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
     let mut configs = vec![("full".to_string(), 0usize, KvPolicyConfig::Full)];
     for p in &args.policies {
         for &b in &args.budgets {
-            configs.push((
-                p.clone(),
-                b,
-                KvPolicyConfig::from_flags(p, Some(b), args.kv_sink, None, None)?,
-            ));
+            let mut cfg = KvPolicyConfig::from_flags(
+                p,
+                Some(b),
+                args.kv_sink,
+                args.kv_window,
+                args.kv_buffer,
+            )?;
+            if let (KvPolicyConfig::Rkv { lambda, .. }, Some(l)) = (&mut cfg, args.kv_lambda) {
+                *lambda = l;
+            }
+            configs.push((p.clone(), b, cfg));
         }
     }
     let text = read_text(&args.data)?;
@@ -208,72 +238,85 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
         );
     }
     let ids = m.tokenizer.encode(&text, true)?;
-    if ids.len() < args.tokens {
+    let want = args.tokens * args.segments;
+    if ids.len() < want {
         bail!(
-            "{} has only {} tokens; --tokens asks for {}",
+            "{} has only {} tokens; --tokens {} x --segments {} asks for {want}",
             args.data.display(),
             ids.len(),
-            args.tokens
+            args.tokens,
+            args.segments
         );
     }
-    let prompt = &ids[..args.prompt_tokens];
-    let ids = &ids[..args.tokens];
     let full_cfg = GenerateConfig {
         max_new_tokens: args.greedy_tokens,
         ..Default::default()
     };
-    let mut cache = m.model.new_cache();
-    let greedy = generate(
-        &m.model,
-        &m.tokenizer,
-        prompt,
-        &full_cfg,
-        &mut cache,
-        |_| {},
-    )?
-    .tokens;
-    let forced: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
+    // Each span: its tokens, and its prompt followed by the full cache's greedy continuation.
+    let mut spans = Vec::with_capacity(args.segments);
+    for span in ids[..want].chunks_exact(args.tokens) {
+        let prompt = &span[..args.prompt_tokens];
+        let mut cache = m.model.new_cache();
+        let greedy = generate(
+            &m.model,
+            &m.tokenizer,
+            prompt,
+            &full_cfg,
+            &mut cache,
+            |_| {},
+        )?
+        .tokens;
+        let forced: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
+        spans.push((span, forced, greedy.len()));
+    }
+    let greedy_total: usize = spans.iter().map(|s| s.2).sum();
     let c = m.config();
     let entry_bytes = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
     let mut rows = Vec::new();
     let mut measured = Vec::new();
     let mut full_ppl = f64::NAN;
     println!(
-        "text: {} ({} tokens), greedy agreement over {} tokens after a {}-token prompt",
+        "text: {} ({} spans of {} tokens), greedy agreement over {} tokens, each span's after \
+         its {}-token prompt",
         args.data.display(),
-        ids.len(),
-        greedy.len(),
-        prompt.len()
+        args.segments,
+        args.tokens,
+        greedy_total,
+        args.prompt_tokens
     );
     println!();
     println!(
         "| policy | budget | perplexity | vs full | greedy agreement | max cache KiB | seconds |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let p = args.prompt_tokens;
     for (name, budget, cfg) in configs {
         let t = Instant::now();
-        // The prompt is prefilled in one pass (SnapKV compresses it there); the perplexity
-        // counts only the tokens decoded after it, where the cache policy acts.
-        let all = step_through_from(&m.model, ids, &cfg, prompt.len())?;
-        let ppl = perplexity(&all[prompt.len().min(all.len())..]);
-        let steps = step_through_from(&m.model, &forced, &cfg, prompt.len())?;
-        let agree = greedy
-            .iter()
-            .enumerate()
-            .filter(|&(j, &g)| steps[prompt.len() + j].1 == g)
-            .count() as f64
-            / greedy.len().max(1) as f64;
+        let (mut decoded, mut agreed) = (Vec::new(), 0usize);
+        for (span, forced, n_greedy) in &spans {
+            // The prompt is prefilled in one pass (SnapKV compresses it there); the
+            // perplexity counts only the tokens decoded after it, where the policy acts.
+            let all = step_through_from(&m.model, span, &cfg, p)?;
+            decoded.extend_from_slice(&all[p.min(all.len())..]);
+            let steps = step_through_from(&m.model, forced, &cfg, p)?;
+            agreed += forced[p..]
+                .iter()
+                .take(*n_greedy)
+                .enumerate()
+                .filter(|&(j, &g)| steps.get(p + j).is_some_and(|s| s.1 == g))
+                .count();
+        }
+        let ppl = perplexity(&decoded);
+        let agree = agreed as f64 / greedy_total.max(1) as f64;
         if name == "full" {
             full_ppl = ppl;
         }
         // SnapKV caps the prompt only; decoded entries are added after it.
         let max_entries = match cfg {
-            KvPolicyConfig::SnapKv { budget, .. } => {
-                budget.min(prompt.len()) + ids.len() - prompt.len()
-            }
-            _ => cfg.max_entries().unwrap_or(ids.len()),
+            KvPolicyConfig::SnapKv { budget, .. } => budget.min(p) + args.tokens - p,
+            _ => cfg.max_entries().unwrap_or(args.tokens),
         }
-        .min(ids.len());
+        .min(args.tokens);
         let secs = t.elapsed().as_secs_f64();
         let delta = 100.0 * (ppl / full_ppl - 1.0);
         println!(
@@ -297,18 +340,19 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let out = json!({"model": args.model.model.display().to_string(), "data": args.data.display().to_string(),
-            "tokens": ids.len(), "prompt_tokens": prompt.len(), "greedy_tokens": greedy.len(), "results": rows});
+            "tokens": args.tokens, "segments": args.segments, "prompt_tokens": p, "greedy_tokens": greedy_total, "results": rows});
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
         let title = format!(
-            "{}: {} tokens of {}",
+            "{}: {} x {} tokens of {}",
             args.model
                 .model
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            ids.len(),
+            args.segments,
+            args.tokens,
             args.data
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
