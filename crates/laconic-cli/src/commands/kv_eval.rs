@@ -51,8 +51,8 @@ pub struct KvEvalArgs {
     /// h2o and rkv 0).
     #[arg(long)]
     kv_sink: Option<usize>,
-    /// Recent window for window, h2o, snapkv and rkv, as `--kv-window` sets it (default: the
-    /// policy's own).
+    /// Recent window for h2o, snapkv and rkv, as `--kv-window` sets it (default: the policy's
+    /// own; the window policy's window is the budget minus its sinks, per budget).
     #[arg(long)]
     kv_window: Option<usize>,
     /// Entries rkv may hold above its budget before evicting, as `--kv-buffer` sets it
@@ -216,13 +216,10 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
     let mut configs = vec![("full".to_string(), 0usize, KvPolicyConfig::Full)];
     for p in &args.policies {
         for &b in &args.budgets {
-            let mut cfg = KvPolicyConfig::from_flags(
-                p,
-                Some(b),
-                args.kv_sink,
-                args.kv_window,
-                args.kv_buffer,
-            )?;
+            // The window policy's window is what `--budgets` varies.
+            let window = args.kv_window.filter(|_| p != "window");
+            let mut cfg =
+                KvPolicyConfig::from_flags(p, Some(b), args.kv_sink, window, args.kv_buffer)?;
             if let (KvPolicyConfig::Rkv { lambda, .. }, Some(l)) = (&mut cfg, args.kv_lambda) {
                 *lambda = l;
             }
@@ -238,7 +235,7 @@ pub fn run(args: KvEvalArgs) -> Result<()> {
         );
     }
     let ids = m.tokenizer.encode(&text, true)?;
-    let want = args.tokens * args.segments;
+    let want = args.tokens.saturating_mul(args.segments);
     if ids.len() < want {
         bail!(
             "{} has only {} tokens; --tokens {} x --segments {} asks for {want}",
