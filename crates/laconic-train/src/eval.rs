@@ -238,13 +238,12 @@ pub fn evaluate(
         todo_prompts
             .par_iter()
             .enumerate()
-            .map(|(k, prompt)| {
+            .try_for_each(|(k, prompt)| {
                 let mut cache = model.new_cache();
                 let g = generate(model, tokenizer, prompt, &gen_config, &mut cache, |_| {})?;
                 on_done(k, &g);
-                Ok(())
-            })
-            .collect::<std::result::Result<Vec<()>, laconic_infer::InferError>>()?;
+                Ok::<(), laconic_infer::InferError>(())
+            })?;
     }
     if let Some(e) = save_error.into_inner().ok().flatten() {
         return Err(e);
